@@ -1,0 +1,86 @@
+"""Simulator channel: a web chat page and a JSON API, so every flow can be tried without WeChat."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from bot.messages import EventKind, Inbound, InboundKind
+from bot.metrics import Metrics
+from bot.pipeline import Pipeline
+
+CHANNEL = "simulator"
+MAX_BODY = 16 * 1024
+MAX_TEXT = 2000
+_EVENTS = {"subscribe": EventKind.SUBSCRIBE, "unsubscribe": EventKind.UNSUBSCRIBE,
+           "scan": EventKind.SCAN, "click": EventKind.CLICK}
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def parse_simulated(data: Any, received_at: datetime) -> Inbound:
+    """`{"user", "text"}`, or `{"user", "event": "subscribe", "key": "scene"}` for events."""
+    if not isinstance(data, dict):
+        raise BadRequest("body must be a JSON object like {\"user\": \"alice\", \"text\": \"你好\"}")
+    user = data.get("user")
+    if not isinstance(user, str) or not user.strip() or len(user) > 64:
+        raise BadRequest("'user' must be a non-empty string of at most 64 characters")
+    message_id = data.get("id")
+    if message_id is not None and (not isinstance(message_id, str) or len(message_id) > 64):
+        raise BadRequest("'id' must be a string of at most 64 characters")
+    dedup = f"sim:{user}:{message_id}" if message_id else None
+    event = data.get("event")
+    if event is not None:
+        if event not in _EVENTS:
+            raise BadRequest(f"'event' must be one of {', '.join(sorted(_EVENTS))}")
+        key = data.get("key")
+        if key is not None and not isinstance(key, str):
+            raise BadRequest("'key' must be a string")
+        return Inbound(channel=CHANNEL, user_id=user, kind=InboundKind.EVENT, received_at=received_at,
+                       dedup_key=dedup, event=_EVENTS[event], event_key=key,
+                       text=(key or "") if event == "click" else "", payload={"event": event, "key": key})
+    text = data.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise BadRequest("'text' must be a non-empty string")
+    if len(text) > MAX_TEXT:
+        raise BadRequest(f"'text' is longer than {MAX_TEXT} characters")
+    return Inbound(channel=CHANNEL, user_id=user, kind=InboundKind.TEXT, received_at=received_at,
+                   dedup_key=dedup, text=text, payload={"text": text})
+
+
+class SimulatorChannel:
+    def __init__(self, pipeline: Pipeline, metrics: Metrics):
+        self._pipeline = pipeline
+        self._metrics = metrics
+
+    async def page(self, request: web.Request) -> web.Response:
+        html = resources.files("bot").joinpath("static/simulator.html").read_text(encoding="utf-8")
+        return web.Response(text=html, content_type="text/html")
+
+    async def post_message(self, request: web.Request) -> web.Response:
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            return _error(413, f"body larger than {MAX_BODY} bytes")
+        raw = await request.content.read(MAX_BODY + 1)
+        if len(raw) > MAX_BODY:
+            return _error(413, f"body larger than {MAX_BODY} bytes")
+        try:
+            inbound = parse_simulated(json.loads(raw or b"null"), datetime.now(UTC))
+        except (ValueError, UnicodeDecodeError) as error:
+            return _error(400, str(error) if isinstance(error, BadRequest) else f"invalid JSON: {error}")
+        self._metrics.inbound.labels(CHANNEL, str(inbound.kind)).inc()
+        outcome = await self._pipeline.handle(inbound)
+        return web.json_response(
+            {"replies": [reply.text for reply in outcome.replies], "duplicate": outcome.duplicate},
+            dumps=lambda value: json.dumps(value, ensure_ascii=False),
+        )
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status,
+                             dumps=lambda value: json.dumps(value, ensure_ascii=False))

@@ -1,0 +1,217 @@
+"""Official Account callback: verify, decrypt, parse into `Inbound`, answer within the deadline.
+
+Plain, compatible and safe (AES) modes. If the answer is not ready before the deadline the
+callback is acknowledged with `success` and the answer goes out as a customer-service message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import xmltodict
+from aiohttp import web
+from wechatpy import parse_message
+from wechatpy.events import BaseEvent
+from wechatpy.messages import BaseMessage, UnknownMessage
+from wechatpy.replies import TextReply
+
+from bot.background import BackgroundTasks
+from bot.channels.wechat_api import WechatApi, WechatApiError
+from bot.channels.wechat_crypto import CryptoError, MessageCrypto, _cdata, signature_matches
+from bot.config import WechatMpSettings
+from bot.messages import EventKind, Inbound, InboundKind, Outcome
+from bot.metrics import Metrics
+from bot.outbox import DeliveryError, Outbox
+from bot.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "wechat_mp"
+SUCCESS = "success"  # stops WeChat's retries without sending anything
+
+_KINDS = {kind.value: kind for kind in InboundKind}
+_EVENTS = {
+    "subscribe": EventKind.SUBSCRIBE,
+    "subscribe_scan": EventKind.SUBSCRIBE,
+    "unsubscribe": EventKind.UNSUBSCRIBE,
+    "scan": EventKind.SCAN,
+    "click": EventKind.CLICK,
+    "view": EventKind.VIEW,
+    "location": EventKind.LOCATION,
+    "templatesendjobfinish": EventKind.TEMPLATE_SENT,
+}
+
+
+class WechatMpSender:
+    """Pushes through the customer-service message API; platform refusals become DeliveryError."""
+
+    def __init__(self, api: WechatApi):
+        self._api = api
+
+    async def send_text(self, user_id: str, text: str) -> None:
+        try:
+            await self._api.send_text(user_id, text)
+        except WechatApiError as error:
+            raise DeliveryError(f"WeChat errcode {error.errcode}: {error.errmsg}") from error
+
+
+def to_inbound(message: BaseMessage, received_at: datetime) -> Inbound:
+    """wechatpy's parsed message → the neutral inbound every handler sees."""
+    data: dict[str, Any] = dict(message._data)
+    source = str(data.get("FromUserName", ""))
+    created = str(data.get("CreateTime", ""))
+    msg_id = data.get("MsgId") or data.get("MsgID")
+    if isinstance(message, BaseEvent):
+        raw_event = str(data.get("Event", "")).lower()
+        event = _EVENTS.get(getattr(message, "event", raw_event), EventKind.OTHER)
+        key = data.get("EventKey") or None
+        return Inbound(
+            channel=CHANNEL, user_id=source, kind=InboundKind.EVENT, received_at=received_at,
+            dedup_key=f"msg:{msg_id}" if msg_id else f"evt:{source}:{created}:{raw_event}",
+            event=event, event_key=str(key) if key is not None else None,
+            text=str(key) if event is EventKind.CLICK and key else "", payload=data,
+        )
+    kind = InboundKind.UNKNOWN if isinstance(message, UnknownMessage) else _KINDS.get(message.type, InboundKind.UNKNOWN)
+    if kind is InboundKind.TEXT:
+        text = str(data.get("Content") or "")
+    elif kind is InboundKind.VOICE:
+        text = str(data.get("Recognition") or "")  # speech recognition, when enabled in the console
+    else:
+        text = ""
+    dedup = f"msg:{msg_id}" if msg_id else f"raw:{source}:{created}:{data.get('MsgType', '')}"
+    return Inbound(channel=CHANNEL, user_id=source, kind=kind, received_at=received_at,
+                   dedup_key=dedup, text=text, payload=data)
+
+
+class WechatMpCallback:
+    """The aiohttp handlers behind `GET|POST /wechat/mp`."""
+
+    def __init__(self, settings: WechatMpSettings, pipeline: Pipeline, outbox: Outbox,
+                 tasks: BackgroundTasks, metrics: Metrics):
+        self._settings = settings
+        self._pipeline = pipeline
+        self._outbox = outbox
+        self._tasks = tasks
+        self._metrics = metrics
+        self._crypto = (MessageCrypto(settings.token, settings.encoding_aes_key, settings.app_id)
+                        if settings.encoding_aes_key else None)
+        # Replies whose passive answer was abandoned at the deadline and go out by push.
+        self._late: set[str] = set()
+
+    def _reject(self, status: type[web.HTTPException], reason: str) -> web.HTTPException:
+        self._metrics.rejected.labels(CHANNEL, reason).inc()
+        return status(text=reason)
+
+    def _check_signature(self, request: web.Request) -> tuple[str, str]:
+        query = request.query
+        timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
+        if not timestamp.isdigit():
+            raise self._reject(web.HTTPForbidden, "missing or bad timestamp")
+        if abs(time.time() - int(timestamp)) > self._settings.timestamp_tolerance_seconds:
+            raise self._reject(web.HTTPForbidden, "stale timestamp")
+        if not signature_matches(query.get("signature", ""), self._settings.token, timestamp, nonce):
+            raise self._reject(web.HTTPForbidden, "bad signature")
+        return timestamp, nonce
+
+    async def verify_url(self, request: web.Request) -> web.Response:
+        """The console's URL check: echo `echostr` back when the signature is ours."""
+        self._check_signature(request)
+        return web.Response(text=request.query.get("echostr", ""))
+
+    async def receive(self, request: web.Request) -> web.Response:
+        started = time.monotonic()
+        timestamp, nonce = self._check_signature(request)
+        body = await self._read_body(request)
+        encrypted = request.query.get("encrypt_type", "raw").lower() == "aes"
+        xml = self._decrypt(request, body, timestamp, nonce) if encrypted else body
+        try:
+            message = parse_message(xml)
+        except Exception:  # noqa: BLE001 - any parser failure is the sender's malformed XML
+            raise self._reject(web.HTTPBadRequest, "malformed XML") from None
+        if message is None or not message.source:
+            raise self._reject(web.HTTPBadRequest, "malformed XML")
+        inbound = to_inbound(message, datetime.now(UTC))
+        self._metrics.inbound.labels(CHANNEL, str(inbound.kind)).inc()
+
+        reply = await self._answer(inbound, started)
+        self._metrics.latency.labels(CHANNEL).observe(time.monotonic() - started)
+        if reply is None:
+            return web.Response(text=SUCCESS)
+        xml_reply = TextReply(source=message.target, target=message.source, content=_cdata(reply)).render()
+        if encrypted and self._crypto is not None:
+            xml_reply = self._crypto.envelope(xml_reply, nonce, timestamp)
+        return web.Response(text=xml_reply, content_type="application/xml")
+
+    async def _read_body(self, request: web.Request) -> str:
+        limit = self._settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            self._metrics.rejected.labels(CHANNEL, "body too large").inc()
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+        raw = await request.content.read(limit + 1)
+        if len(raw) > limit:
+            self._metrics.rejected.labels(CHANNEL, "body too large").inc()
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(raw))
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise self._reject(web.HTTPBadRequest, "body is not UTF-8") from None
+
+    def _decrypt(self, request: web.Request, body: str, timestamp: str, nonce: str) -> str:
+        if self._crypto is None:
+            raise self._reject(web.HTTPBadRequest, "safe mode message but no encoding_aes_key configured")
+        try:
+            envelope = xmltodict.parse(body)["xml"]
+            encrypted = envelope["Encrypt"]
+        except Exception:  # noqa: BLE001 - malformed envelope of any sort
+            raise self._reject(web.HTTPBadRequest, "malformed XML") from None
+        if not isinstance(encrypted, str) or not signature_matches(
+            request.query.get("msg_signature", ""), self._settings.token, timestamp, nonce, encrypted
+        ):
+            raise self._reject(web.HTTPForbidden, "bad msg_signature")
+        try:
+            return self._crypto.decrypt(encrypted)
+        except CryptoError as error:
+            raise self._reject(web.HTTPBadRequest, f"cannot decrypt: {error}") from None
+
+    async def _answer(self, inbound: Inbound, started: float) -> str | None:
+        """The text of the passive reply, or None to answer `success` and push instead."""
+        if inbound.dedup_key in self._late:
+            return None  # the first delivery's answer is already on its way by push
+        work = self._tasks.spawn(self._pipeline.handle(inbound), name="wechat_mp message")
+        remaining = self._settings.reply_deadline_seconds - (time.monotonic() - started)
+        try:
+            outcome = await asyncio.wait_for(asyncio.shield(work), timeout=max(remaining, 0.0))
+        except TimeoutError:
+            assert inbound.dedup_key is not None
+            self._late.add(inbound.dedup_key)
+            self._tasks.spawn(self._deliver_late(inbound, work), name="wechat_mp late reply")
+            return None
+        if outcome.duplicate:
+            self._metrics.duplicates.labels(CHANNEL).inc()
+            if outcome.delivery != "passive" or not outcome.replies:
+                return None
+            return outcome.replies[0].text
+        if not outcome.replies:
+            return None
+        if len(outcome.replies) > 1:
+            # A passive reply carries one message; the rest follow as customer-service messages.
+            self._tasks.spawn(self._outbox.push(CHANNEL, inbound.user_id, outcome.message_ids[1:],
+                                                outcome.replies[1:]), name="wechat_mp follow-up")
+        self._metrics.replies.labels(CHANNEL, "passive").inc()
+        return outcome.replies[0].text
+
+    async def _deliver_late(self, inbound: Inbound, work: asyncio.Task[Outcome]) -> None:
+        key = inbound.dedup_key or ""
+        try:
+            outcome = await work
+            if not outcome.duplicate:
+                states = await self._outbox.push(CHANNEL, inbound.user_id, outcome.message_ids, outcome.replies)
+                for state in states:
+                    self._metrics.replies.labels(CHANNEL, state).inc()
+        finally:
+            # WeChat retries within seconds; after that the stored delivery state answers them.
+            asyncio.get_running_loop().call_later(30, self._late.discard, key)

@@ -1,0 +1,25 @@
+"""Typed keys for the objects the aiohttp application shares."""
+
+from __future__ import annotations
+
+from aiohttp import ClientSession, web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.background import BackgroundTasks
+from bot.clock import Clock
+from bot.config import Settings
+from bot.metrics import Metrics
+from bot.outbox import Outbox
+from bot.pipeline import Pipeline
+
+SETTINGS = web.AppKey("settings", Settings)
+CLOCK = web.AppKey("clock", Clock)
+METRICS = web.AppKey("metrics", Metrics)
+ENGINE = web.AppKey("engine", AsyncEngine)
+SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
+HTTP = web.AppKey("http", ClientSession)
+TASKS = web.AppKey("tasks", BackgroundTasks)
+PIPELINE = web.AppKey("pipeline", Pipeline)
+OUTBOX = web.AppKey("outbox", Outbox)
+SCHEDULER = web.AppKey("scheduler", AsyncIOScheduler)

@@ -1,0 +1,21 @@
+"""Build the router from settings: operator rules first, then the intent engine."""
+
+from __future__ import annotations
+
+from bot.config import Settings
+from handlers.matching import Matcher
+from handlers.router import ReplyTexts, Router
+from handlers.rules import Rule, RuleMatcher
+
+
+def build_router(settings: Settings) -> Router:
+    """CPU-heavy (segmentation, classifier training): call it in an executor at start-up."""
+    matchers: list[Matcher] = []
+    if settings.rules:
+        matchers.append(RuleMatcher([
+            Rule(name=r.name, match=r.match, patterns=tuple(r.patterns), reply=r.reply, priority=r.priority)
+            for r in settings.rules
+        ]))
+    texts = settings.replies
+    return Router(matchers, ReplyTexts(fallback=texts.fallback, welcome=texts.welcome, media=texts.media,
+                                       welcome_by_source=texts.welcome_by_source))

@@ -1,0 +1,90 @@
+"""Queries the message path needs: customers, conversations, messages and the event log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import Conversation, Customer, Event, Message
+
+
+async def lock_customer(session: AsyncSession, channel: str, external_id: str) -> Customer | None:
+    """The customer's row, locked until commit (PostgreSQL/MySQL; SQLite has one writer anyway).
+
+    Holding this row lock is what keeps one customer's messages in order across processes.
+    """
+    return (
+        await session.execute(
+            select(Customer)
+            .where(Customer.channel == channel, Customer.external_id == external_id)
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+
+
+def new_customer(channel: str, external_id: str, now: datetime, **fields: Any) -> Customer:
+    return Customer(channel=channel, external_id=external_id, created_at=now, stage="contact",
+                    subscribed=True, **fields)
+
+
+async def current_conversation(session: AsyncSession, customer: Customer, now: datetime) -> Conversation:
+    """The customer's open conversation, started when there is none."""
+    conversation = (
+        await session.execute(
+            select(Conversation)
+            .where(Conversation.customer_id == customer.id, Conversation.state != "closed")
+            .order_by(Conversation.id.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    if conversation is None:
+        conversation = Conversation(customer_id=customer.id, state="bot", last_seq=0,
+                                    not_understood_streak=0, started_at=now, updated_at=now)
+        session.add(conversation)
+        await session.flush()
+    return conversation
+
+
+async def find_inbound(session: AsyncSession, channel: str, platform_msg_id: str) -> Message | None:
+    return (
+        await session.execute(
+            select(Message).where(Message.channel == channel, Message.platform_msg_id == platform_msg_id)
+        )
+    ).scalar_one_or_none()
+
+
+async def replies_to(session: AsyncSession, message_id: int) -> list[Message]:
+    return list(
+        (
+            await session.execute(
+                select(Message).where(Message.reply_to_id == message_id).order_by(Message.seq)
+            )
+        ).scalars()
+    )
+
+
+async def transcript(session: AsyncSession, customer_id: int) -> list[Message]:
+    return list(
+        (
+            await session.execute(
+                select(Message).where(Message.customer_id == customer_id).order_by(Message.id)
+            )
+        ).scalars()
+    )
+
+
+async def set_delivery(session: AsyncSession, message_id: int, delivery: str, error: str | None = None) -> None:
+    values: dict[str, Any] = {"delivery": delivery}
+    if error is not None:
+        message = await session.get(Message, message_id)
+        if message is not None:
+            values["payload"] = {**message.payload, "error": error}
+    await session.execute(update(Message).where(Message.id == message_id).values(**values))
+
+
+def log_event(session: AsyncSession, customer_id: int | None, kind: str, when: datetime,
+              data: dict[str, Any] | None = None) -> None:
+    session.add(Event(customer_id=customer_id, kind=kind, data=data or {}, occurred_at=when))
