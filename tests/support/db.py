@@ -1,0 +1,38 @@
+"""Read what the service stored, through a separate engine, as an operator's query would."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from storage.models import Customer, Event, Message
+
+
+async def rows(url: str, model: Any, *where: Any, order: Any = None) -> list[Any]:
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            query = select(model).where(*where).order_by(order if order is not None else model.id)
+            return list((await connection.execute(query)).all())
+    finally:
+        await engine.dispose()
+
+
+async def messages(url: str, external_id: str | None = None) -> list[Any]:
+    if external_id is None:
+        return await rows(url, Message)
+    customer = await customer_row(url, external_id)
+    return [] if customer is None else await rows(url, Message, Message.customer_id == customer.id,
+                                                  order=Message.seq)
+
+
+async def customer_row(url: str, external_id: str) -> Any:
+    found = await rows(url, Customer, Customer.external_id == external_id)
+    return found[0] if found else None
+
+
+async def events(url: str, kind: str | None = None) -> list[Any]:
+    return await rows(url, Event, *([Event.kind == kind] if kind else []))
