@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.clock import Clock
@@ -18,11 +18,13 @@ from bot.messages import EventKind, Inbound, InboundKind, Outcome, Reply
 from bot.privacy import mask
 from handlers.router import Router
 from storage import conversations as store
+from storage.db import is_retryable
 from storage.models import Customer, Message
 
 log = logging.getLogger(__name__)
 
 DEFAULT_NICKNAME = "亲"
+_ATTEMPTS = 3
 
 
 @dataclass
@@ -42,7 +44,7 @@ class Pipeline:
 
     async def handle(self, inbound: Inbound) -> Outcome:
         async with self._locks.hold((inbound.channel, inbound.user_id)):
-            for attempt in range(2):
+            for attempt in range(1, _ATTEMPTS + 1):
                 try:
                     return await self._handle_locked(inbound)
                 except IntegrityError:
@@ -51,8 +53,12 @@ class Pipeline:
                     duplicate = await self._duplicate_outcome(inbound)
                     if duplicate is not None:
                         return duplicate
-                    if attempt == 1:
+                    if attempt == _ATTEMPTS:
                         raise
+                except DBAPIError as error:
+                    if not is_retryable(error) or attempt == _ATTEMPTS:
+                        raise
+                    log.info("retrying %s after %s", mask(inbound.user_id), type(error.orig).__name__)
             raise AssertionError("unreachable")
 
     async def _handle_locked(self, inbound: Inbound) -> Outcome:

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 
@@ -32,12 +33,34 @@ def make_engine(url: str, pool_size: int = 10, echo: bool = False) -> AsyncEngin
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
+            # We issue BEGIN ourselves (below) instead of the driver's deferred one.
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _sqlite_begin(connection: Any) -> None:
+            # IMMEDIATE takes the write lock up front, so two processes on one file (serve and
+            # chat, say) queue instead of failing on a stale read of a customer's conversation.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+_RETRYABLE_MYSQL = {1213, 1205}  # deadlock, lock wait timeout
+_RETRYABLE_SQLSTATE = {"40001", "40P01"}  # serialization failure, deadlock detected
+
+
+def is_retryable(error: BaseException) -> bool:
+    """A transaction the database aborted to break a deadlock: running it again is safe."""
+    if not isinstance(error, DBAPIError):
+        return False
+    orig = error.orig
+    code = getattr(orig, "args", (None,))[0] if getattr(orig, "args", None) else None
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return code in _RETRYABLE_MYSQL or sqlstate in _RETRYABLE_SQLSTATE
 
 
 async def database_reachable(engine: AsyncEngine) -> bool:

@@ -34,11 +34,13 @@ async def refresh_token(
     other's tokens. `stale_token` is a token the platform just rejected: never reuse it.
     """
     async with sessions() as session, session.begin():
+        # Its own transaction: on MySQL, INSERT IGNORE's shared lock followed by FOR UPDATE in
+        # one transaction deadlocks two processes against each other.
         dialect = session.bind.dialect.name
         await session.execute(insert_ignore(dialect, PlatformToken, {
-            "key": key, "token": "", "expires_at": _EPOCH,
-            "updated_at": now,
+            "key": key, "token": "", "expires_at": _EPOCH, "updated_at": now,
         }))
+    async with sessions() as session, session.begin():
         row = (
             await session.execute(select(PlatformToken).where(PlatformToken.key == key).with_for_update())
         ).scalar_one()
