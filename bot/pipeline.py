@@ -7,6 +7,7 @@ see the same conversation state; retries are recognised by the unique platform m
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -16,6 +17,7 @@ from bot.clock import Clock
 from bot.customer_locks import CustomerLocks
 from bot.messages import EventKind, Inbound, InboundKind, Outcome, Reply
 from bot.privacy import mask
+from bot.turn import Stage, Turn
 from handlers.router import Router
 from storage import conversations as store
 from storage.db import is_retryable
@@ -35,10 +37,12 @@ class PipelineStats:
 
 
 class Pipeline:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], router: Router, clock: Clock):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], router: Router, clock: Clock,
+                 stages: Sequence[Stage] = ()):
         self._sessions = sessions
         self._router = router
         self._clock = clock
+        self._stages = list(stages)
         self._locks = CustomerLocks()
         self.stats = PipelineStats()
 
@@ -76,41 +80,59 @@ class Pipeline:
                     session, inbound.channel, inbound.dedup_key)) is not None:
                 return await self._outcome_of(session, existing)
             conversation = await store.current_conversation(session, customer, now)
-
-            routed = self._router.route(inbound, {"nickname": customer.nickname or DEFAULT_NICKNAME})
             self._apply_customer_changes(session, customer, inbound, now)
 
-            seq = conversation.last_seq + 1
+            conversation.last_seq += 1
             incoming = Message(
-                conversation_id=conversation.id, customer_id=customer.id, seq=seq,
+                conversation_id=conversation.id, customer_id=customer.id, seq=conversation.last_seq,
                 channel=inbound.channel, direction="in", kind=str(inbound.kind), text=inbound.text,
-                platform_msg_id=inbound.dedup_key, intent=routed.match.intent if routed.match else None,
-                payload=inbound.payload, created_at=inbound.received_at,
+                platform_msg_id=inbound.dedup_key, payload=inbound.payload, created_at=inbound.received_at,
             )
             session.add(incoming)
             await session.flush()
+
+            turn = Turn(session=session, inbound=inbound, customer=customer, conversation=conversation,
+                        message=incoming, now=now,
+                        variables={"nickname": customer.nickname or DEFAULT_NICKNAME})
+            await self._run(turn)
+
+            incoming.intent = turn.match.intent if turn.match else None
             outgoing = []
-            for reply in routed.replies:
-                seq += 1
+            for reply in turn.replies:
+                conversation.last_seq += 1
                 outgoing.append(Message(
-                    conversation_id=conversation.id, customer_id=customer.id, seq=seq,
+                    conversation_id=conversation.id, customer_id=customer.id, seq=conversation.last_seq,
                     channel=inbound.channel, direction="out", kind="text", text=reply.text,
                     reply_to_id=incoming.id, delivery="passive", intent=reply.intent,
                     payload={"source": reply.source}, created_at=now,
                 ))
             session.add_all(outgoing)
-            conversation.last_seq = seq
             conversation.updated_at = now
-            if inbound.kind is InboundKind.TEXT:
-                conversation.not_understood_streak = (
-                    0 if routed.understood else conversation.not_understood_streak + 1
-                )
             await session.flush()
-            self.stats.handled += 1
-            if not routed.understood:
-                self.stats.not_understood += 1
-            log.debug("handled %s from %s: %d replies", inbound.kind, mask(inbound.user_id), len(outgoing))
-            return Outcome(replies=routed.replies, message_ids=[m.id for m in outgoing])
+        self.stats.handled += 1
+        if not turn.understood:
+            self.stats.not_understood += 1
+        for work in turn.after_commit:
+            await work()
+        log.debug("handled %s from %s: %d replies", inbound.kind, mask(inbound.user_id), len(outgoing))
+        return Outcome(replies=turn.replies, message_ids=[m.id for m in outgoing])
+
+    async def _run(self, turn: Turn) -> None:
+        """Stages first (they may take the message), then the router, then stages again."""
+        for stage in self._stages:
+            await stage.before_route(turn)
+            if turn.handled:
+                break
+        if not turn.handled:
+            routed = self._router.route(turn.inbound, turn.variables)
+            turn.replies.extend(routed.replies)
+            turn.match = routed.match
+            turn.understood = routed.understood
+            if turn.inbound.kind is InboundKind.TEXT:
+                streak = turn.conversation.not_understood_streak
+                turn.conversation.not_understood_streak = 0 if routed.understood else streak + 1
+        for stage in self._stages:
+            await stage.after_route(turn)
 
     def _apply_customer_changes(self, session: AsyncSession, customer: Customer, inbound: Inbound,
                                 now: object) -> None:

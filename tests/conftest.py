@@ -17,7 +17,7 @@ from sqlalchemy.pool import NullPool
 from bot.app import create_app
 from bot.config import RuleSettings, Settings, load_settings
 from storage.migrate import upgrade
-from storage.models import Base
+from storage.schema import metadata
 from tests.support.fake_wechat_api import FakeWechatApi
 from tests.support.wechat import AES_KEY, APP_ID, APP_SECRET, TOKEN, WechatServer
 
@@ -48,10 +48,10 @@ async def _reset_server_database(url: str) -> None:
     try:
         async with engine.begin() as connection:
             if url not in _migrated:
-                await connection.run_sync(Base.metadata.drop_all)
+                await connection.run_sync(metadata.drop_all)
                 await connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
             else:
-                for table in reversed(Base.metadata.sorted_tables):
+                for table in reversed(metadata.sorted_tables):
                     await connection.execute(table.delete())
     finally:
         await engine.dispose()
