@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from decimal import Decimal
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -13,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    Numeric,
     String,
     Text,
     TypeDecorator,
@@ -51,7 +54,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON}
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[str]: JSON}
 
 
 class Customer(Base):
@@ -75,6 +78,21 @@ class Customer(Base):
     subscribed: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime]
     last_inbound_at: Mapped[datetime | None]
+    stage_changed_at: Mapped[datetime | None]
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    timezone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai")
+    points_balance: Mapped[int] = mapped_column(Integer, default=0)
+    orders_count: Mapped[int] = mapped_column(Integer, default=0)
+    lifetime_spend: Mapped[Decimal] = mapped_column(Numeric(12, 2), default=Decimal("0"))
+    last_order_at: Mapped[datetime | None]
+    # Consent: a customer who sends 退订/TD gets no marketing touches until they write again.
+    marketing_opt_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    consent_changed_at: Mapped[datetime | None]
+    # The platform's push window as WeChat counts it: opened by the customer's last action.
+    window_expires_at: Mapped[datetime | None]
+    window_quota: Mapped[int] = mapped_column(Integer, default=0)
+    window_used: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Conversation(Base):
@@ -141,3 +159,141 @@ class PlatformToken(Base):
     token: Mapped[str] = mapped_column(String(1024))
     expires_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class StageChange(Base):
+    """Every lifecycle move (when, from, to, why): funnels, cohorts and retention come from here."""
+
+    __tablename__ = "stage_changes"
+    __table_args__ = (Index("ix_stage_changes_customer", "customer_id", "occurred_at"),
+                      Index("ix_stage_changes_time", "occurred_at"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    from_stage: Mapped[str | None] = mapped_column(String(16))
+    to_stage: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(255))
+    occurred_at: Mapped[datetime]
+
+
+class BusinessEvent(Base):
+    """Orders, carts, points and visits from the brand's systems; the event id makes them idempotent."""
+
+    __tablename__ = "business_events"
+    __table_args__ = (Index("ix_business_events_customer", "customer_id", "occurred_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(128), unique=True)
+    type: Mapped[str] = mapped_column(String(32))
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="SET NULL"))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    occurred_at: Mapped[datetime]
+    received_at: Mapped[datetime]
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    __table_args__ = (Index("ix_orders_customer", "customer_id", "paid_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    order_id: Mapped[str] = mapped_column(String(64), unique=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))  # paid, delivered, refunded
+    amount: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    items: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    paid_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+    refunded_at: Mapped[datetime | None]
+
+
+class PointsEntry(Base):
+    """The points ledger. Earned rows keep `remaining` so spending and expiry use oldest first."""
+
+    __tablename__ = "points_ledger"
+    __table_args__ = (Index("ix_points_customer", "customer_id", "occurred_at"),
+                      Index("ix_points_expiry", "expires_at"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # earn, spend, expire, adjust
+    delta: Mapped[int] = mapped_column(Integer)
+    remaining: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str] = mapped_column(String(255), default="")
+    expires_at: Mapped[datetime | None]
+    occurred_at: Mapped[datetime]
+    source_event_id: Mapped[str | None] = mapped_column(String(128))
+
+
+class SurveyResponse(Base):
+    __tablename__ = "survey_responses"
+    __table_args__ = (Index("ix_survey_customer", "customer_id", "answered_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    flow_run_id: Mapped[int | None] = mapped_column(BigId)
+    question: Mapped[str] = mapped_column(String(32))  # csat, nps, comment, …
+    score: Mapped[int | None] = mapped_column(Integer)
+    text: Mapped[str | None] = mapped_column(Text)
+    answered_at: Mapped[datetime]
+
+
+class FlowVersion(Base):
+    """The exact definition of each flow version, so a customer finishes the version they entered."""
+
+    __tablename__ = "flow_versions"
+    __table_args__ = (UniqueConstraint("flow", "version", name="uq_flow_versions"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    flow: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+
+
+class FlowRun(Base):
+    """A customer's place in a flow; a restart continues from here."""
+
+    __tablename__ = "flow_runs"
+    __table_args__ = (Index("ix_flow_runs_due", "status", "wake_at"),
+                      Index("ix_flow_runs_customer", "customer_id", "status"),
+                      Index("ix_flow_runs_flow", "flow", "customer_id", "started_at"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    flow: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # active, waiting, asking, completed, exited
+    step: Mapped[str] = mapped_column(String(64))
+    wake_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    variables: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    trigger: Mapped[str] = mapped_column(String(128), default="")
+    end_reason: Mapped[str | None] = mapped_column(String(255))
+    started_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+
+
+class Touch(Base):
+    """One proactive message: a row with a due time, claimed with a lease, ending sent/skipped/failed."""
+
+    __tablename__ = "touches"
+    __table_args__ = (Index("ix_touches_due", "status", "due_at"),
+                      Index("ix_touches_customer", "customer_id", "status"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    flow_run_id: Mapped[int | None] = mapped_column(BigId)
+    kind: Mapped[str] = mapped_column(String(16))  # service, marketing
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    template: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    defer_when_capped: Mapped[bool] = mapped_column(Boolean, default=False)
+    idempotency_key: Mapped[str] = mapped_column(String(191), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending, sent, skipped, failed
+    reason: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    due_at: Mapped[datetime]
+    lease_until: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
