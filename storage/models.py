@@ -99,7 +99,10 @@ class Conversation(Base):
     """A customer's thread with the brand; `state` says who answers (bot, queued, staff, closed)."""
 
     __tablename__ = "conversations"
-    __table_args__ = (Index("ix_conversations_customer_state", "customer_id", "state"),)
+    __table_args__ = (
+        Index("ix_conversations_customer_state", "customer_id", "state"),
+        Index("ix_conversations_state_queued", "state", "queued_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
@@ -108,6 +111,15 @@ class Conversation(Base):
     not_understood_streak: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # Staff takeover (bot/handoff.py): the current escalation, and metrics kept per conversation.
+    assigned_staff_id: Mapped[int | None] = mapped_column(BigId)
+    escalation_reason: Mapped[str | None] = mapped_column(String(32))
+    queued_at: Mapped[datetime | None]
+    claimed_at: Mapped[datetime | None]
+    first_staff_response_at: Mapped[datetime | None]
+    handling_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    wait_message_sent_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
 
 
 class Message(Base):
