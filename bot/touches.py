@@ -1,0 +1,169 @@
+"""The outbox's front door: proactive messages become `touches` rows with a due time.
+
+Flows, lifecycle rules and staff call `enqueue_touch`; `bot/touch_dispatch.py` sends due rows
+after `bot/touch_policy.py` has re-checked them at the moment of sending.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import Touch
+from storage.upsert import insert_ignore
+
+
+class TouchKind(StrEnum):
+    SERVICE = "service"
+    MARKETING = "marketing"
+
+
+class TouchStatus(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+class TouchError(ValueError):
+    """A touch that can never be delivered as given (bad body, template or kind)."""
+
+
+# Since 2023-05-04 template messages have no first/remark fields and keyword values are at most
+# 20 characters without line breaks (WECHAT.md, Sending).
+TEMPLATE_VALUE_MAX = 20
+_FORBIDDEN_TEMPLATE_KEYS = {"first", "remark"}
+_ARTICLE_FIELDS = {"title", "description", "url", "picurl"}
+
+
+def validate_body(body: dict[str, Any]) -> None:
+    kind = body.get("type")
+    if kind == "text":
+        text = body.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise TouchError("a text touch needs a non-empty 'text'")
+    elif kind == "news":
+        articles = body.get("articles")
+        # message/custom/send accepts one article per news message (more is error 45008).
+        if not isinstance(articles, list) or len(articles) != 1:
+            raise TouchError("a news touch needs exactly one article in 'articles'")
+        for article in articles:
+            if not isinstance(article, dict) or not article.get("title") or not article.get("url"):
+                raise TouchError("a news article needs at least 'title' and 'url'")
+            unknown = set(article) - _ARTICLE_FIELDS
+            if unknown:
+                raise TouchError(f"unknown news article fields: {', '.join(sorted(unknown))}")
+            if not all(isinstance(value, str) for value in article.values()):
+                raise TouchError("news article fields must be strings")
+    elif kind == "image":
+        if not isinstance(body.get("media_id"), str) or not body["media_id"]:
+            raise TouchError("an image touch needs a 'media_id'")
+    else:
+        raise TouchError(f"unknown touch body type {kind!r}; use text, news or image")
+
+
+def validate_template(template: dict[str, Any]) -> None:
+    template_id = template.get("template_id")
+    if not isinstance(template_id, str) or not template_id:
+        raise TouchError("a template needs a 'template_id'")
+    unknown = set(template) - {"template_id", "data", "url"}
+    if unknown:
+        raise TouchError(f"unknown template fields: {', '.join(sorted(unknown))}")
+    data = template.get("data")
+    if not isinstance(data, dict) or not data:
+        raise TouchError("a template needs 'data' with at least one keyword")
+    for key, value in data.items():
+        if key in _FORBIDDEN_TEMPLATE_KEYS:
+            raise TouchError(f"template keyword {key!r} no longer exists on WeChat")
+        if not isinstance(value, str):
+            raise TouchError(f"template keyword {key!r} must be a string")
+        if len(value) > TEMPLATE_VALUE_MAX:
+            raise TouchError(f"template keyword {key!r} is longer than {TEMPLATE_VALUE_MAX} characters")
+        if "\n" in value or "\r" in value:
+            raise TouchError(f"template keyword {key!r} contains a line break")
+    url = template.get("url")
+    if url is not None and not isinstance(url, str):
+        raise TouchError("template 'url' must be a string")
+
+
+async def enqueue_touch(
+    session: AsyncSession,
+    *,
+    customer_id: int,
+    kind: str,
+    body: dict[str, Any],
+    due_at: datetime,
+    idempotency_key: str,
+    template: dict[str, Any] | None = None,
+    priority: int = 0,
+    defer_when_capped: bool = False,
+    flow_run_id: int | None = None,
+    now: datetime | None = None,
+) -> Touch | None:
+    """Schedule one proactive message; None when a touch with this key already exists.
+
+    Runs in the caller's transaction, so a touch exists exactly when the flow step that wanted
+    it was committed. The key makes enqueueing idempotent (insert-ignore, never an error).
+    """
+    if kind not in (TouchKind.SERVICE, TouchKind.MARKETING):
+        raise TouchError(f"unknown touch kind {kind!r}; use service or marketing")
+    validate_body(body)
+    if template is not None:
+        if kind == TouchKind.MARKETING:
+            raise TouchError("WeChat forbids marketing in template messages")
+        validate_template(template)
+    if due_at.tzinfo is None:
+        raise TouchError("due_at must be timezone-aware")
+    if not idempotency_key or len(idempotency_key) > 191:
+        raise TouchError("idempotency_key must be 1-191 characters")
+    values = {
+        "customer_id": customer_id,
+        "flow_run_id": flow_run_id,
+        "kind": str(kind),
+        "body": body,
+        "template": template,
+        "priority": priority,
+        "defer_when_capped": defer_when_capped,
+        "idempotency_key": idempotency_key,
+        "status": TouchStatus.PENDING.value,
+        "attempts": 0,
+        "due_at": due_at,
+        "created_at": now or datetime.now(UTC),
+    }
+    result = await session.execute(insert_ignore(session.get_bind().dialect.name, Touch, values))
+    if not result.rowcount:
+        return None
+    return (
+        await session.execute(select(Touch).where(Touch.idempotency_key == idempotency_key))
+    ).scalar_one()
+
+
+async def cancel_touches(
+    session: AsyncSession,
+    *,
+    customer_id: int,
+    flow_run_id: int | None = None,
+    kinds: Iterable[str] | None = None,
+    reason: str,
+) -> int:
+    """Mark a customer's pending touches skipped with `reason`; returns how many.
+
+    A dispatcher that already claimed one of them re-reads its status under the customer's row
+    lock before sending, so a cancel committed first always wins.
+    """
+    statement = update(Touch).where(Touch.customer_id == customer_id,
+                                    Touch.status == TouchStatus.PENDING.value)
+    if flow_run_id is not None:
+        statement = statement.where(Touch.flow_run_id == flow_run_id)
+    if kinds is not None:
+        statement = statement.where(Touch.kind.in_([str(kind) for kind in kinds]))
+    result = await session.execute(
+        statement.values(status=TouchStatus.SKIPPED.value, reason=reason, lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)

@@ -1,0 +1,70 @@
+"""enqueue_touch / cancel_touches: the signature flows call, validation and idempotency."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from bot.touches import TouchError, cancel_touches, enqueue_touch
+from storage.models import Touch
+from tests.touches.conftest import T0, add_customer
+
+TEXT = {"type": "text", "text": "您好，您的订单已发货。"}
+
+
+async def test_enqueue_stores_a_pending_touch_and_ignores_a_repeated_key(sessions) -> None:
+    customer_id = await add_customer(sessions)
+    async with sessions() as session, session.begin():
+        touch = await enqueue_touch(session, customer_id=customer_id, kind="service", body=TEXT,
+                                    due_at=T0, idempotency_key="order:A1:shipped", priority=5,
+                                    template={"template_id": "TPL", "data": {"thing1": "已发货"}})
+        assert touch is not None and touch.id and touch.status == "pending"
+    async with sessions() as session, session.begin():
+        again = await enqueue_touch(session, customer_id=customer_id, kind="service", body=TEXT,
+                                    due_at=T0, idempotency_key="order:A1:shipped")
+        assert again is None
+    async with sessions() as session:
+        stored = (await session.execute(select(Touch))).scalars().all()
+    assert [(t.kind, t.priority, t.due_at, t.attempts) for t in stored] == [("service", 5, T0, 0)]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"kind": "promo"}, "unknown touch kind"),
+    ({"body": {"type": "text", "text": " "}}, "non-empty"),
+    ({"body": {"type": "video"}}, "unknown touch body type"),
+    ({"body": {"type": "news", "articles": []}}, "exactly one article"),
+    ({"body": {"type": "image"}}, "media_id"),
+    ({"template": {"template_id": "T", "data": {"thing1": "一" * 21}}}, "longer than 20"),
+    ({"template": {"template_id": "T", "data": {"thing1": "第一行\n第二行"}}}, "line break"),
+    ({"template": {"template_id": "T", "data": {"first": "您好"}}}, "no longer exists"),
+    ({"kind": "marketing", "template": {"template_id": "T", "data": {"thing1": "优惠"}}}, "forbids marketing"),
+    ({"due_at": T0.replace(tzinfo=None)}, "timezone-aware"),
+])
+async def test_enqueue_refuses_what_wechat_would_refuse(sessions, kwargs, message) -> None:
+    customer_id = await add_customer(sessions)
+    arguments = {"customer_id": customer_id, "kind": "service", "body": TEXT, "due_at": T0,
+                 "idempotency_key": "k", **kwargs}
+    async with sessions() as session, session.begin():
+        with pytest.raises(TouchError, match=message):
+            await enqueue_touch(session, **arguments)
+
+
+async def test_cancel_marks_only_matching_pending_touches_skipped(sessions) -> None:
+    customer_id = await add_customer(sessions)
+    other_id = await add_customer(sessions, "o-bob")
+    async with sessions() as session, session.begin():
+        for key, kind, run, who in [("a", "marketing", 1, customer_id), ("b", "service", 1, customer_id),
+                                    ("c", "marketing", 2, customer_id), ("d", "marketing", 1, other_id)]:
+            await enqueue_touch(session, customer_id=who, kind=kind, body=TEXT, flow_run_id=run,
+                                due_at=T0 + timedelta(days=1), idempotency_key=key)
+    async with sessions() as session, session.begin():
+        count = await cancel_touches(session, customer_id=customer_id, flow_run_id=1,
+                                     kinds=["marketing"], reason="order_paid")
+    assert count == 1
+    async with sessions() as session:
+        stored = {t.idempotency_key: (t.status, t.reason)
+                  for t in (await session.execute(select(Touch))).scalars()}
+    assert stored == {"a": ("skipped", "order_paid"), "b": ("pending", None),
+                      "c": ("pending", None), "d": ("pending", None)}
