@@ -22,18 +22,19 @@ from sklearn.svm import LinearSVC
 
 from handlers.nlu.features import TfidfBlocks, char_ngrams
 
-# Scores are standardised (mean 0, sd 1 across intents); this turns them into a sharp but not
-# saturated softmax, so the top probability reads as a confidence and the gap to the runner-up
-# as a margin. Chosen on held-out folds of the training data, not per deployment.
-TEMPERATURE = 2.0
+# Which intent: the SVM and the regression, each standardised across intents, averaged.
+# How sure: the regression's own one-vs-rest probability (a sigmoid of its score) for that
+# intent. Unlike a softmax over standardised scores it stays low when the message shares
+# little with any example (random typing, other topics), which is what the threshold needs.
 SVM_C = 1.0
 LOGREG_C = 30.0
 
 
 @dataclass(frozen=True, slots=True)
 class Scores:
-    labels: tuple[str, ...]
-    probabilities: np.ndarray  # softmax over intents, same order as labels
+    label: str  # the best intent
+    confidence: float  # 0..1, the regression's probability that the message is that intent
+    runner_up: float  # the same probability for the most likely other intent
     known_features: int  # how many of the message's features the examples ever showed
 
 
@@ -71,20 +72,22 @@ class IntentClassifier:
                                _per_class_bias(logreg_intercept, len(classes))]).astype(np.float32)
         return cls(classes, features, np.ascontiguousarray(weights), bias)
 
-    def raw_scores(self, text: str) -> tuple[np.ndarray, int]:
-        """Averaged standardised scores per label and the number of known features."""
+    def raw_scores(self, text: str) -> tuple[np.ndarray, np.ndarray, int]:
+        """Combined ranking scores, regression scores (both per label), known feature count."""
         columns, values = self.features.vector(text)
         both = (values @ self._weights[columns] + self._bias).reshape(2, -1)
         # Standardise each model's row by hand: np.std's generality costs ~10 µs a call here.
         centered = both - both.mean(axis=1, keepdims=True)
         spread = np.sqrt(np.einsum("ij,ij->i", centered, centered) / both.shape[1]) + 1e-6
-        return (centered / spread[:, None]).mean(axis=0), len(columns)
+        return (centered / spread[:, None]).mean(axis=0), both[1], len(columns)
 
     def score(self, text: str) -> Scores:
-        combined, known = self.raw_scores(text)
-        exp = np.exp(TEMPERATURE * (combined - combined.max()))
-        return Scores(self.labels, exp / exp.sum(), known)
-
+        combined, logreg, known = self.raw_scores(text)
+        best = int(combined.argmax())
+        probability = 1.0 / (1.0 + np.exp(-logreg))
+        confidence = float(probability[best])
+        probability[best] = -1.0
+        return Scores(self.labels[best], confidence, float(probability.max()), known)
 
 def _per_class(coef: np.ndarray, n_classes: int) -> np.ndarray:
     """(features, classes) coefficients; binary models have one row meaning "second class"."""

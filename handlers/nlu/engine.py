@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-
 from handlers.matching import Action, Match
 from handlers.nlu.classifier import IntentClassifier
 from handlers.nlu.faq import FaqIndex
@@ -94,14 +92,10 @@ class IntentEngine:
             scores = self._classifier.score(normalized)
             if scores.known_features == 0:
                 return None  # nothing in the message was ever seen in an example
-            probabilities = scores.probabilities
-            order = np.argsort(probabilities)[::-1]
-            top = float(probabilities[order[0]])
-            runner_up = float(probabilities[order[1]]) if len(order) > 1 else 0.0
-            label = scores.labels[order[0]]
+            label, top = scores.label, scores.confidence
             if label == NONE_LABEL or top < self._nlu.threshold:
                 return None
-            if top - runner_up < self._nlu.margin:
+            if self._nlu.margin and top - scores.runner_up < self._nlu.margin:
                 return None  # two intents nearly tied: asking again beats guessing
             return self._intent_match(label, "classifier", top)
         if self._examples is not None:

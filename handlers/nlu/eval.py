@@ -192,19 +192,26 @@ def _run_eval(args: argparse.Namespace) -> int:
     if bool(args.train) == bool(args.config):
         raise EvalError("give exactly one of --train or --config")
     test = load_examples(args.test)
-    overrides = {k: v for k, v in (("threshold", args.threshold), ("margin", args.margin))
-                 if v is not None}
+    overrides: dict[str, float] = {}
     started = time.perf_counter()
     if args.train:
         train = load_examples(args.train)
+        if not any(e.label == NONE_LABEL for e in (*train, *test)):
+            # Every message is known to belong to an intent: measure the pure classifier, not
+            # how often the threshold would make it ask again.
+            overrides = {"threshold": 0.0, "margin": 0.0}
+            print("no 'none' labels: measuring without threshold and margin "
+                  "(set them with --threshold/--margin)", file=sys.stderr)
         if args.shots:
             train = sample_shots(train, args.shots, args.seed)
+        overrides |= _explicit(args)
         print(f"building from {len(train)} examples of "
               f"{len({e.label for e in train})} labels …", file=sys.stderr, flush=True)
         matcher = build_from_examples(train, NluSettings().model_copy(update=overrides))
         train_size = len(train)
     else:
         intents, faq, nlu = _load_config(args.config)
+        overrides = _explicit(args)
         print(f"building {len(intents)} intents and {len(faq)} FAQ entries from {args.config} …",
               file=sys.stderr, flush=True)
         matcher = IntentEngine.build(intents, faq, nlu.model_copy(update=overrides))
@@ -220,6 +227,11 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.as_json(), ensure_ascii=False))
     return 0
+
+
+def _explicit(args: argparse.Namespace) -> dict[str, float]:
+    return {k: v for k, v in (("threshold", args.threshold), ("margin", args.margin))
+            if v is not None}
 
 
 def _load_config(path: str) -> tuple[list[IntentSpec], list[FaqEntry], NluSettings]:
@@ -259,8 +271,10 @@ def add_nlu_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ign
     ev.add_argument("--shots", type=_positive, metavar="K",
                     help="keep only K training examples per label (with --train)")
     ev.add_argument("--seed", type=int, default=1, help="seed for --shots sampling (default: 1)")
-    ev.add_argument("--threshold", type=float, help="override [nlu] threshold (0..1)")
-    ev.add_argument("--margin", type=float, help="override [nlu] margin (0..1)")
+    ev.add_argument("--threshold", type=float,
+                    help="override [nlu] threshold (0..1); with --train and no 'none' labels "
+                         "anywhere the default is 0, a pure classifier")
+    ev.add_argument("--margin", type=float, help="override [nlu] margin (0..1); same default rule")
     ev.add_argument("--json", action="store_true",
                     help="also print the figures as one JSON object on the last line")
     ev.set_defaults(func=run_eval)

@@ -87,10 +87,11 @@ class NluSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # The classifier answers only when its calibrated confidence reaches `threshold` and beats
-    # the runner-up intent by `margin`; otherwise the message counts as not understood.
-    threshold: float = Field(default=0.45, ge=0.0, le=1.0)
-    margin: float = Field(default=0.1, ge=0.0, le=1.0)
+    # The classifier answers only when its confidence — the probability, learnt from the
+    # examples, that the message is the chosen intent — reaches `threshold`, and beats the
+    # next most likely intent by `margin`; otherwise the message counts as not understood.
+    threshold: float = Field(default=0.25, ge=0.0, le=1.0)
+    margin: float = Field(default=0.05, ge=0.0, le=1.0)
     # An FAQ answer is given when the best question variant is at least this similar (cosine).
     faq_threshold: float = Field(default=0.6, ge=0.0, le=1.0)
     # Brand, product and SKU words jieba must keep whole, e.g. "云朵面霜" or "TEE-01".
