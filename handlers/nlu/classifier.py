@@ -12,6 +12,7 @@ per n-gram, then one small dense product — scikit-learn's own predict costs fa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -22,7 +23,8 @@ from sklearn.svm import LinearSVC
 
 from handlers.nlu.features import TfidfBlocks, char_ngrams
 
-# Which intent: the SVM and the regression, each standardised across intents, averaged.
+# Which intent: the SVM and the regression, each scaled to unit spread (measured over the
+# training examples, so the scaling folds into the weights), summed.
 # How sure: the regression's own one-vs-rest probability (a sigmoid of its score) for that
 # intent. Unlike a softmax over standardised scores it stays low when the message shares
 # little with any example (random typing, other topics), which is what the threshold needs.
@@ -43,9 +45,10 @@ class IntentClassifier:
 
     def __init__(self, labels: Sequence[str], features: TfidfBlocks, weights: np.ndarray,
                  bias: np.ndarray) -> None:
+        # weights: (features, 2 × labels): combined ranking columns, then regression columns.
         self.labels = tuple(labels)
         self.features = features
-        self._weights = weights  # (features, 2 × labels): SVM columns, then regression columns
+        self._weights = weights
         self._bias = bias
 
     @classmethod
@@ -66,28 +69,35 @@ class IntentClassifier:
             else logreg.estimators_[0].coef_
         logreg_intercept = np.concatenate([e.intercept_ for e in logreg.estimators_]) \
             if len(classes) > 2 else logreg.estimators_[0].intercept_
-        weights = np.hstack([_per_class(svm.coef_, len(classes)),
-                             _per_class(logreg_coef, len(classes))]).astype(np.float32)
-        bias = np.concatenate([_per_class_bias(svm.intercept_, len(classes)),
-                               _per_class_bias(logreg_intercept, len(classes))]).astype(np.float32)
+        n = len(classes)
+        svm_w, svm_b = _per_class(svm.coef_, n), _per_class_bias(svm.intercept_, n)
+        lr_w, lr_b = _per_class(logreg_coef, n), _per_class_bias(logreg_intercept, n)
+        # Each model's typical spread of scores across intents on the training examples.
+        svm_spread = float(np.mean(np.std(matrix @ svm_w + svm_b, axis=1))) or 1.0
+        lr_spread = float(np.mean(np.std(matrix @ lr_w + lr_b, axis=1))) or 1.0
+        weights = np.hstack([svm_w / svm_spread + lr_w / lr_spread, lr_w]).astype(np.float32)
+        bias = np.concatenate([svm_b / svm_spread + lr_b / lr_spread, lr_b]).astype(np.float32)
         return cls(classes, features, np.ascontiguousarray(weights), bias)
 
-    def raw_scores(self, text: str) -> tuple[np.ndarray, np.ndarray, int]:
-        """Combined ranking scores, regression scores (both per label), known feature count."""
+    def raw_scores(self, text: str) -> tuple[np.ndarray, int]:
+        """Ranking scores then regression scores (2 × labels) and the known feature count."""
         columns, values = self.features.vector(text)
-        both = (values @ self._weights[columns] + self._bias).reshape(2, -1)
-        # Standardise each model's row by hand: np.std's generality costs ~10 µs a call here.
-        centered = both - both.mean(axis=1, keepdims=True)
-        spread = np.sqrt(np.einsum("ij,ij->i", centered, centered) / both.shape[1]) + 1e-6
-        return (centered / spread[:, None]).mean(axis=0), both[1], len(columns)
+        return values @ self._weights[columns] + self._bias, len(columns)
 
     def score(self, text: str) -> Scores:
-        combined, logreg, known = self.raw_scores(text)
-        best = int(combined.argmax())
-        probability = 1.0 / (1.0 + np.exp(-logreg))
-        confidence = float(probability[best])
-        probability[best] = -1.0
-        return Scores(self.labels[best], confidence, float(probability.max()), known)
+        scores, known = self.raw_scores(text)
+        n = len(self.labels)
+        best = int(scores[:n].argmax())
+        logreg = scores[n:]
+        confidence = float(logreg[best])
+        logreg[best] = -np.inf
+        runner_up = float(logreg.max())
+        return Scores(self.labels[best], _sigmoid(confidence), _sigmoid(runner_up), known)
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x > -500 else 0.0
+
 
 def _per_class(coef: np.ndarray, n_classes: int) -> np.ndarray:
     """(features, classes) coefficients; binary models have one row meaning "second class"."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from functools import lru_cache
 
 import jieba
 
@@ -23,6 +24,8 @@ class Segmenter:
             if word:
                 # A high frequency makes jieba keep the word whole even inside longer text.
                 self._tokenizer.add_word(word, freq=max(self._tokenizer.suggest_freq(word), 1000))
+        # The classifier and the FAQ both segment the same message: segment it once.
+        self.search_words = lru_cache(maxsize=256)(self._search_words)  # type: ignore[method-assign]
 
     def words(self, text: str) -> list[str]:
         """Words in order; spaces dropped."""
@@ -30,4 +33,7 @@ class Segmenter:
 
     def search_words(self, text: str) -> list[str]:
         """Words plus the shorter words inside long ones ("会员积分" → 会员, 积分, 会员积分)."""
+        return self._search_words(text)
+
+    def _search_words(self, text: str) -> list[str]:
         return [w for w in self._tokenizer.lcut_for_search(text, HMM=True) if not w.isspace()]
