@@ -33,6 +33,10 @@ _T2S = str.maketrans({"兩": "两", "倆": "俩", "陸": "陆", "貳": "贰", "�
                       "聽": "听", "買": "买", "說": "说", "選": "选", "擇": "择"})
 
 
+# "-1" must not read as 1 once punctuation is stripped.
+_NEGATIVE = re.compile(r"[-−﹣]\d")
+
+
 def _fold(text: str) -> str:
     """Half-width, lower case, Simplified for the words we look for, no spaces."""
     text = unicodedata.normalize("NFKC", text).casefold().translate(_T2S)
@@ -73,6 +77,8 @@ def parse_rating(text: str) -> int | NotAnAnswer:
     if stars and not _strip_punctuation(folded.replace("⭐", "").replace("★", "")
                                         .replace("🌟", "")):
         return stars if 1 <= stars <= 5 else NOT_AN_ANSWER
+    if _NEGATIVE.search(folded):
+        return NOT_AN_ANSWER
     plain = _strip_punctuation(folded)
     found = re.fullmatch(r"(?:打|给|评)?(.{1,2}?)(?:分|星|颗星|个星|星好评)?(?:吧|啊|呀)?", plain)
     if found:
@@ -91,7 +97,10 @@ def parse_rating(text: str) -> int | NotAnAnswer:
 
 def parse_nps(text: str) -> int | NotAnAnswer:
     """A 0–10 likelihood to recommend: "9", "十分", "打8分", "０"."""
-    plain = _strip_punctuation(_fold(text))
+    folded = _fold(text)
+    if _NEGATIVE.search(folded):
+        return NOT_AN_ANSWER
+    plain = _strip_punctuation(folded)
     found = re.fullmatch(r"(?:打|给|评)?(.{1,2}?)(?:分|点)?(?:吧|啊|呀)?", plain)
     if not found:
         return NOT_AN_ANSWER

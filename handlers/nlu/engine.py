@@ -24,8 +24,9 @@ class IntentEngine:
 
     def __init__(self, intents: Sequence[IntentSpec], nlu: NluSettings, normalizer: Normalizer,
                  segmenter: Segmenter, rules: IntentRules, classifier: IntentClassifier | None,
-                 examples: FaqIndex | None, faq: FaqIndex) -> None:
+                 examples: FaqIndex | None, faq: FaqIndex, faq_entries: Sequence[FaqEntry]) -> None:
         self._intents = {intent.name: intent for intent in intents}
+        self._faq_entries = {FAQ_PREFIX + entry.name: entry for entry in faq_entries}
         self._nlu = nlu
         self._normalize = normalizer
         self._segmenter = segmenter
@@ -48,6 +49,12 @@ class IntentEngine:
             for example in intent.examples:
                 texts.append(normalizer(example))
                 labels.append(intent.name)
+        # FAQ questions are examples too: the classifier then weighs "怎么开发票" against the
+        # intents instead of forcing it into the intent whose examples share "怎么".
+        for entry in faq:
+            for question in entry.questions:
+                texts.append(normalizer(question))
+                labels.append(FAQ_PREFIX + entry.name)
         for phrase in nlu.out_of_scope:
             texts.append(normalizer(phrase))
             labels.append(NONE_LABEL)
@@ -57,13 +64,13 @@ class IntentEngine:
         if len({label for _, label in kept}) >= 2:
             classifier = IntentClassifier.build([t for t, _ in kept], [lb for _, lb in kept],
                                                 segmenter.search_words)
-        elif kept:
+        only = next((i for i in intents if i.examples), None)
+        if classifier is None and only is not None:
             # One intent alone cannot train a classifier; its examples are matched by similarity.
-            only = next(i for i in intents if i.examples)
             examples = FaqIndex([FaqEntry(name=only.name, questions=list(only.examples), answer="-")],
                                 normalizer, segmenter.search_words)
         faq_index = FaqIndex(faq, normalizer, segmenter.search_words)
-        return cls(intents, nlu, normalizer, segmenter, rules, classifier, examples, faq_index)
+        return cls(intents, nlu, normalizer, segmenter, rules, classifier, examples, faq_index, faq)
 
     @property
     def intent_names(self) -> tuple[str, ...]:
@@ -105,6 +112,9 @@ class IntentEngine:
         return None
 
     def _intent_match(self, name: str, source: str, confidence: float) -> Match:
+        entry = self._faq_entries.get(name)
+        if entry is not None:
+            return _faq_match(entry, confidence)
         intent = self._intents[name]
         return Match(intent=name, source=source, confidence=round(confidence, 4),
                      reply=intent.reply, action=intent.action, flow=intent.flow)
