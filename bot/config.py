@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bot.toml_lines import index_key_lines, line_of
+from bot.touch_policy import TouchPolicySettings
 from handlers.nlu.settings import FaqEntry, IntentSpec, NluSettings
 
 DEFAULT_CONFIG = "config.toml"
@@ -144,6 +145,7 @@ class Settings(Strict):
     intents: list[IntentSpec] = []
     faq: list[FaqEntry] = []
     nlu: NluSettings = NluSettings()
+    touches: TouchPolicySettings = TouchPolicySettings()
 
 
 class ConfigError(Exception):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -18,13 +18,22 @@ log = logging.getLogger(__name__)
 class DeliveryError(Exception):
     """The platform refused a message; `reason` is short and shown to staff and in reports."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, code: int | None = None):
         super().__init__(reason)
         self.reason = reason
+        self.code = code  # the platform's error code, when it gave one
 
 
 class Sender(Protocol):
     async def send_text(self, user_id: str, text: str) -> None: ...
+
+
+class TouchSender(Sender, Protocol):
+    """A sender that can deliver every touch body (text, news, image) and template messages."""
+
+    async def send(self, user_id: str, body: dict[str, Any]) -> None: ...
+
+    async def send_template(self, user_id: str, template: dict[str, Any]) -> None: ...
 
 
 class Outbox:

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 TOKEN_PATH = "/cgi-bin/token"
 CUSTOM_SEND_PATH = "/cgi-bin/message/custom/send"
+TEMPLATE_SEND_PATH = "/cgi-bin/message/template/send"
 TOKEN_ERRORS = frozenset({40001, 40014, 42001})  # invalid, malformed or expired access_token
 WINDOW_CLOSED = 45015  # 48-hour window expired, or the customer unfollowed
 QUOTA_USED = 45047  # the window's message quota is used up
@@ -108,6 +109,31 @@ class WechatApi:
         payload = {"touser": openid, "msgtype": "text", "text": {"content": text}}
         await self.call(CUSTOM_SEND_PATH, payload)
         log.debug("pushed a text to %s", mask(openid))
+
+    async def send_message(self, openid: str, body: dict[str, Any]) -> None:
+        """A customer-service message of any touch body type: text, news (one article) or image."""
+        kind = body["type"]
+        if kind == "text":
+            content: dict[str, Any] = {"content": body["text"]}
+        elif kind == "news":
+            content = {"articles": [dict(article) for article in body["articles"]]}
+        elif kind == "image":
+            content = {"media_id": body["media_id"]}
+        else:
+            raise ValueError(f"cannot send a {kind!r} body")
+        await self.call(CUSTOM_SEND_PATH, {"touser": openid, "msgtype": kind, kind: content})
+        log.debug("pushed a %s to %s", kind, mask(openid))
+
+    async def send_template(self, openid: str, template: dict[str, Any]) -> None:
+        """A template message (service notices only; no window needed)."""
+        payload: dict[str, Any] = {
+            "touser": openid, "template_id": template["template_id"],
+            "data": {key: {"value": value} for key, value in template["data"].items()},
+        }
+        if template.get("url"):
+            payload["url"] = template["url"]
+        await self.call(TEMPLATE_SEND_PATH, payload)
+        log.debug("sent template %s to %s", template["template_id"], mask(openid))
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         async with self._http.request(method, self._base_url + path, timeout=self._timeout, **kwargs) as response:

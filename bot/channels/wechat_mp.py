@@ -56,7 +56,19 @@ class WechatMpSender:
         try:
             await self._api.send_text(user_id, text)
         except WechatApiError as error:
-            raise DeliveryError(f"WeChat errcode {error.errcode}: {error.errmsg}") from error
+            raise DeliveryError(f"WeChat errcode {error.errcode}: {error.errmsg}", error.errcode) from error
+
+    async def send(self, user_id: str, body: dict[str, Any]) -> None:
+        try:
+            await self._api.send_message(user_id, body)
+        except WechatApiError as error:
+            raise DeliveryError(f"WeChat errcode {error.errcode}: {error.errmsg}", error.errcode) from error
+
+    async def send_template(self, user_id: str, template: dict[str, Any]) -> None:
+        try:
+            await self._api.send_template(user_id, template)
+        except WechatApiError as error:
+            raise DeliveryError(f"WeChat errcode {error.errcode}: {error.errmsg}", error.errcode) from error
 
 
 def to_inbound(message: BaseMessage, received_at: datetime) -> Inbound:

@@ -38,6 +38,7 @@ class FakeWechatApi:
         app = web.Application()
         app.router.add_get("/cgi-bin/token", self._token)
         app.router.add_post("/cgi-bin/message/custom/send", self._custom_send)
+        app.router.add_post("/cgi-bin/message/template/send", self._template_send)
         return app
 
     async def _token(self, request: web.Request) -> web.Response:
@@ -60,6 +61,10 @@ class FakeWechatApi:
         self.sent.append(payload)
         self._arrived.set()
         return web.json_response({"errcode": 0, "errmsg": "ok"})
+
+    async def _template_send(self, request: web.Request) -> web.Response:
+        """Template messages land in `sent` too, marked with their `template_id`."""
+        return await self._custom_send(request)
 
     async def wait_for_sent(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
         async def _wait() -> None:
