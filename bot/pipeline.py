@@ -68,7 +68,8 @@ class Pipeline:
     async def _handle_locked(self, inbound: Inbound) -> Outcome:
         now = self._clock.now()
         async with self._sessions() as session, session.begin():
-            customer = await store.lock_customer(session, inbound.channel, inbound.user_id)
+            customer, conversation = await store.lock_customer_with_conversation(
+                session, inbound.channel, inbound.user_id)
             if customer is None:
                 customer = store.new_customer(inbound.channel, inbound.user_id, now,
                                               unionid=inbound.unionid, source=_source_of(inbound))
@@ -76,12 +77,13 @@ class Pipeline:
                 await session.flush()
                 store.log_event(session, customer.id, "first_contact", now,
                                 {"channel": inbound.channel, "source": customer.source})
-            elif inbound.dedup_key and (existing := await store.find_inbound(
-                    session, inbound.channel, inbound.dedup_key)) is not None:
-                return await self._outcome_of(session, existing)
-            conversation = await store.current_conversation(session, customer, now)
+            if conversation is None:
+                conversation = store.start_conversation(session, customer, now)
+                await session.flush()
             self._apply_customer_changes(session, customer, inbound, now)
 
+            # A retry of a stored delivery fails on the unique platform message id when this is
+            # flushed (at the end, or earlier if a stage flushes): see handle().
             conversation.last_seq += 1
             incoming = Message(
                 conversation_id=conversation.id, customer_id=customer.id, seq=conversation.last_seq,
@@ -89,7 +91,6 @@ class Pipeline:
                 platform_msg_id=inbound.dedup_key, payload=inbound.payload, created_at=inbound.received_at,
             )
             session.add(incoming)
-            await session.flush()
 
             turn = Turn(session=session, inbound=inbound, customer=customer, conversation=conversation,
                         message=incoming, now=now,
@@ -103,7 +104,7 @@ class Pipeline:
                 outgoing.append(Message(
                     conversation_id=conversation.id, customer_id=customer.id, seq=conversation.last_seq,
                     channel=inbound.channel, direction="out", kind="text", text=reply.text,
-                    reply_to_id=incoming.id, delivery="passive", intent=reply.intent,
+                    reply_to=incoming, delivery="passive", intent=reply.intent,
                     payload={"source": reply.source}, created_at=now,
                 ))
             session.add_all(outgoing)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Conversation, Customer, Event, Message
@@ -25,9 +25,34 @@ async def lock_customer(session: AsyncSession, channel: str, external_id: str) -
     ).scalar_one_or_none()
 
 
+async def lock_customer_with_conversation(
+    session: AsyncSession, channel: str, external_id: str
+) -> tuple[Customer | None, Conversation | None]:
+    """The locked customer and their open conversation in one round trip (the message path's)."""
+    query = (
+        select(Customer, Conversation)
+        .outerjoin(Conversation, and_(Conversation.customer_id == Customer.id, Conversation.state != "closed"))
+        .where(Customer.channel == channel, Customer.external_id == external_id)
+        .order_by(Conversation.id.desc())
+        .limit(1)
+    )
+    dialect = session.get_bind().dialect.name
+    # PostgreSQL refuses FOR UPDATE on the nullable side of an outer join; MariaDB knows no OF.
+    query = query.with_for_update(of=Customer) if dialect == "postgresql" else query.with_for_update()
+    row = (await session.execute(query)).first()
+    return (None, None) if row is None else (row[0], row[1])
+
+
 def new_customer(channel: str, external_id: str, now: datetime, **fields: Any) -> Customer:
     return Customer(channel=channel, external_id=external_id, created_at=now, stage="contact",
                     subscribed=True, **fields)
+
+
+def start_conversation(session: AsyncSession, customer: Customer, now: datetime) -> Conversation:
+    conversation = Conversation(customer_id=customer.id, state="bot", last_seq=0,
+                                not_understood_streak=0, started_at=now, updated_at=now)
+    session.add(conversation)
+    return conversation
 
 
 async def current_conversation(session: AsyncSession, customer: Customer, now: datetime) -> Conversation:
@@ -41,9 +66,7 @@ async def current_conversation(session: AsyncSession, customer: Customer, now: d
         )
     ).scalar_one_or_none()
     if conversation is None:
-        conversation = Conversation(customer_id=customer.id, state="bot", last_seq=0,
-                                    not_understood_streak=0, started_at=now, updated_at=now)
-        session.add(conversation)
+        conversation = start_conversation(session, customer, now)
         await session.flush()
     return conversation
 

@@ -7,6 +7,8 @@ from typing import Any
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
+
+from storage.sqlite_inline import inline_creator
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 
@@ -19,7 +21,7 @@ def make_engine(url: str, pool_size: int = 10, echo: bool = False) -> AsyncEngin
     if is_sqlite(url):
         # SQLite has one writer: a single connection serialises writes without "database is
         # locked" errors, and WAL lets readers of other processes (siyu report) proceed.
-        kwargs.update(pool_size=1, max_overflow=0, connect_args={"timeout": 30})
+        kwargs.update(pool_size=1, max_overflow=0, async_creator=inline_creator(make_url(url).database or ""))
     else:
         kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
     engine = create_async_engine(url, **kwargs)
@@ -31,7 +33,6 @@ def make_engine(url: str, pool_size: int = 10, echo: bool = False) -> AsyncEngin
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
             # We issue BEGIN ourselves (below) instead of the driver's deferred one.
             dbapi_connection.isolation_level = None

@@ -22,7 +22,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.dialects import mysql
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # BIGINT ids everywhere, but SQLite only auto-increments an INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer, "sqlite")
@@ -65,6 +65,9 @@ class Customer(Base):
         UniqueConstraint("channel", "external_id", name="uq_customers_channel_external"),
         Index("ix_customers_unionid", "unionid"),
         Index("ix_customers_phone", "phone"),
+        # Business events name a customer by openid alone, whatever the channel.
+        Index("ix_customers_external_id", "external_id"),
+        Index("ix_customers_purchase_overdue", "purchase_overdue_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -86,6 +89,11 @@ class Customer(Base):
     orders_count: Mapped[int] = mapped_column(Integer, default=0)
     lifetime_spend: Mapped[Decimal] = mapped_column(Numeric(12, 2), default=Decimal("0"))
     last_order_at: Mapped[datetime | None]
+    # Lifecycle (flows/lifecycle.py): the usual interval between orders decides when the next
+    # purchase is overdue (at_risk); store visits and carts count as activity against churn.
+    first_order_at: Mapped[datetime | None]
+    purchase_overdue_at: Mapped[datetime | None]
+    last_active_at: Mapped[datetime | None]
     # Consent: a customer who sends 退订/TD gets no marketing touches until they write again.
     marketing_opt_out: Mapped[bool] = mapped_column(Boolean, default=False)
     consent_changed_at: Mapped[datetime | None]
@@ -142,6 +150,9 @@ class Message(Base):
     text: Mapped[str] = mapped_column(Text, default="")
     platform_msg_id: Mapped[str | None] = mapped_column(String(191))
     reply_to_id: Mapped[int | None] = mapped_column(BigId)
+    # Lets one flush insert a message and its replies, parent first (no constraint in the schema).
+    reply_to: Mapped[Message | None] = relationship(
+        primaryjoin="foreign(Message.reply_to_id) == remote(Message.id)", lazy="raise")
     # How an outbound message reached the customer: passive, push, failed, pending.
     delivery: Mapped[str | None] = mapped_column(String(16))
     intent: Mapped[str | None] = mapped_column(String(64))
