@@ -13,10 +13,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot import keys
 from bot.background import BackgroundTasks
-from bot.channels.simulator import SimulatorChannel
+from bot.channels.simulator import CHANNEL as SIMULATOR_CHANNEL, SimulatorChannel, SimulatorSender
 from bot.channels.wechat_api import WechatApi
 from bot.channels.wechat_mp import CHANNEL as WECHAT_MP, WechatMpCallback, WechatMpSender
 from bot.clock import Clock, SystemClock
+from bot.console.routes import CONSOLE_HUB, add_console_routes
+from bot.console.stage import HandoffStage
+from bot.console.sweeper import sweep_unclaimed
 from bot.config import Settings
 from bot.metrics import Metrics
 from bot.outbox import Outbox, Sender
@@ -51,6 +54,9 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
         app.router.add_get(base + "/", _simulator_page)
         app.router.add_get(base, _simulator_redirect)
         app.router.add_post(base + "/api/messages", _simulator_post)
+        app.router.add_get(base + "/api/messages", _simulator_messages)
+    if settings.staff.enabled:
+        add_console_routes(app, settings.staff)
     return app
 
 
@@ -69,6 +75,10 @@ async def _simulator_page(request: web.Request) -> web.StreamResponse:
 
 async def _simulator_post(request: web.Request) -> web.StreamResponse:
     return await request.app[SIMULATOR].post_message(request)
+
+
+async def _simulator_messages(request: web.Request) -> web.StreamResponse:
+    return await request.app[SIMULATOR].messages(request)
 
 
 async def _simulator_redirect(request: web.Request) -> web.StreamResponse:
@@ -94,8 +104,10 @@ async def _message_path(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     # Building the matchers is CPU work (segmentation, classifier): keep it off the event loop.
     router = await asyncio.get_running_loop().run_in_executor(None, build_router, settings)
-    pipeline = Pipeline(app[keys.SESSIONS], router, app[keys.CLOCK])
-    senders: dict[str, Sender] = {}
+    notify = app[CONSOLE_HUB].notify if CONSOLE_HUB in app else None
+    pipeline = Pipeline(app[keys.SESSIONS], router, app[keys.CLOCK],
+                        stages=[HandoffStage(settings.staff, notify)])
+    senders: dict[str, Sender] = {SIMULATOR_CHANNEL: SimulatorSender()}
     mp = settings.channels.wechat_mp
     if mp.enabled:
         api = WechatApi(app[keys.HTTP], app[keys.SESSIONS], app[keys.CLOCK], base_url=mp.api_base_url,
@@ -109,7 +121,7 @@ async def _message_path(app: web.Application) -> AsyncIterator[None]:
     if mp.enabled:
         app[WECHAT_MP_CALLBACK] = WechatMpCallback(mp, pipeline, outbox, app[keys.TASKS], app[keys.METRICS])
     if settings.channels.simulator.enabled:
-        app[SIMULATOR] = SimulatorChannel(pipeline, app[keys.METRICS])
+        app[SIMULATOR] = SimulatorChannel(pipeline, app[keys.METRICS], app[keys.SESSIONS])
     yield
     await app[keys.TASKS].drain()
 
@@ -120,6 +132,10 @@ async def _scheduler(app: web.Application) -> AsyncIterator[None]:
         # Refresh the shared access token ahead of expiry so no message waits for it.
         scheduler.add_job(_refresh_token, "interval", seconds=60, args=[app[WECHAT_MP_API]],
                           id="wechat_mp_token", max_instances=1, coalesce=True)
+    if app[keys.SETTINGS].staff.enabled:
+        # Chats queued longer than [staff] wait_minutes get one wait message.
+        scheduler.add_job(_sweep_unclaimed, "interval", seconds=30, args=[app], id="staff_wait_message",
+                          max_instances=1, coalesce=True)
     app[keys.SCHEDULER] = scheduler
     scheduler.start()
     yield
@@ -131,6 +147,14 @@ async def _refresh_token(api: WechatApi) -> None:
         await api.access_token()
     except Exception:  # noqa: BLE001 - next run retries; messages refresh on demand too
         log.exception("access token refresh failed")
+
+
+async def _sweep_unclaimed(app: web.Application) -> None:
+    try:
+        await sweep_unclaimed(app[keys.SESSIONS], app[keys.OUTBOX], app[keys.SETTINGS].staff, app[keys.CLOCK].now(),
+                              app[CONSOLE_HUB].notify if CONSOLE_HUB in app else None)
+    except Exception:  # noqa: BLE001 - the next run retries
+        log.exception("staff wait-message sweep failed")
 
 
 async def healthz(request: web.Request) -> web.Response:

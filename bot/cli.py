@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.add_argument("--url", help="database URL (overrides the config and $SIYU_DATABASE_URL)")
     upgrade.set_defaults(func=_db_upgrade)
 
+    from bot.console.cli import add_staff_parser
+
+    add_staff_parser(commands)
     _add_optional_commands(commands)
     return parser
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bot.console.settings import StaffSettings
 from bot.toml_lines import index_key_lines, line_of
 from bot.touch_policy import TouchPolicySettings
 from handlers.nlu.settings import FaqEntry, IntentSpec, NluSettings
@@ -145,6 +146,7 @@ class Settings(Strict):
     intents: list[IntentSpec] = []
     faq: list[FaqEntry] = []
     nlu: NluSettings = NluSettings()
+    staff: StaffSettings = StaffSettings()
     touches: TouchPolicySettings = TouchPolicySettings()
 
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from bot.channels.simulator import CHANNEL
 from bot.clock import SystemClock
 from bot.config import Settings
+from bot.console.stage import HandoffStage
 from bot.messages import EventKind, Inbound, InboundKind
 from bot.pipeline import Pipeline
 from bot.understanding import build_router
@@ -21,7 +22,7 @@ async def run_chat(settings: Settings, user: str) -> int:
     loop = asyncio.get_running_loop()
     router = await loop.run_in_executor(None, build_router, settings)
     engine = make_engine(settings.storage.url)
-    pipeline = Pipeline(make_sessionmaker(engine), router, SystemClock())
+    pipeline = Pipeline(make_sessionmaker(engine), router, SystemClock(), stages=[HandoffStage(settings.staff)])
     print(f"Siyu 模拟聊天（用户 {user}）。输入 /follow 模拟关注，/quit 退出。", flush=True)
     try:
         while True:

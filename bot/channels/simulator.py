@@ -8,10 +8,13 @@ from importlib import resources
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.messages import EventKind, Inbound, InboundKind
 from bot.metrics import Metrics
 from bot.pipeline import Pipeline
+from storage.models import Customer, Message
 
 CHANNEL = "simulator"
 MAX_BODY = 16 * 1024
@@ -54,10 +57,50 @@ def parse_simulated(data: Any, received_at: datetime) -> Inbound:
                    dedup_key=dedup, text=text, payload={"text": text})
 
 
+class SimulatorSender:
+    """Pushed messages (staff replies, wait messages) stay stored; the web chat polls for them."""
+
+    async def send_text(self, user_id: str, text: str) -> None:
+        return None
+
+
 class SimulatorChannel:
-    def __init__(self, pipeline: Pipeline, metrics: Metrics):
+    def __init__(self, pipeline: Pipeline, metrics: Metrics,
+                 sessions: async_sessionmaker[AsyncSession] | None = None):
         self._pipeline = pipeline
         self._metrics = metrics
+        self._sessions = sessions
+
+    async def messages(self, request: web.Request) -> web.Response:
+        """`GET api/messages?user=…&after=ID`: pushed messages after ID (staff replies, wait notices).
+
+        Without `after`, no messages but the cursor to poll from (`last_id`).
+        """
+        user = request.query.get("user", "")
+        if not user or len(user) > 64 or self._sessions is None:
+            return _error(400, "'user' is required")
+        try:
+            after = int(request.query["after"]) if "after" in request.query else None
+        except ValueError:
+            return _error(400, "'after' must be a message id")
+        query = (select(Message.id, Message.text, Message.payload)
+                 .join(Customer, Customer.id == Message.customer_id)
+                 .where(Customer.channel == CHANNEL, Customer.external_id == user))
+        async with self._sessions() as session:
+            if after is None:
+                last = (await session.execute(query.order_by(Message.id.desc()).limit(1))).first()
+                rows, last_id = [], (last[0] if last else 0)
+            else:
+                rows = list((await session.execute(
+                    query.where(Message.id > after, Message.direction == "out", Message.delivery == "push")
+                    .order_by(Message.id).limit(100)
+                )).all())
+                last_id = rows[-1][0] if rows else after
+        return web.json_response(
+            {"messages": [{"id": i, "text": t, "source": (p or {}).get("source")} for i, t, p in rows],
+             "last_id": last_id},
+            dumps=lambda value: json.dumps(value, ensure_ascii=False),
+        )
 
     async def page(self, request: web.Request) -> web.Response:
         html = resources.files("bot").joinpath("static/simulator.html").read_text(encoding="utf-8")

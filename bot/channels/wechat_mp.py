@@ -58,6 +58,10 @@ class WechatMpSender:
         except WechatApiError as error:
             raise DeliveryError(f"WeChat errcode {error.errcode}: {error.errmsg}", error.errcode) from error
 
+    async def prepare(self) -> None:
+        """Fetch the access token now, so sending under a database transaction never has to."""
+        await self._api.access_token()
+
     async def send(self, user_id: str, body: dict[str, Any]) -> None:
         try:
             await self._api.send_message(user_id, body)

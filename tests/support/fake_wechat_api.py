@@ -20,6 +20,8 @@ class FakeWechatApi:
     sent: list[dict[str, Any]] = field(default_factory=list)
     # errcodes to answer the next custom-send calls with, in order (0 = success)
     send_errors: list[int] = field(default_factory=list)
+    # HTTP statuses to answer the next sends with before any errcode (502 = a gateway failure)
+    send_statuses: list[int] = field(default_factory=list)
     send_delay: float = 0.0
     server: TestServer | None = None
     _counter: itertools.count = field(default_factory=lambda: itertools.count(1))
@@ -55,6 +57,8 @@ class FakeWechatApi:
         if self.send_delay:
             await asyncio.sleep(self.send_delay)
         payload = json.loads(await request.read())
+        if self.send_statuses:
+            return web.Response(status=self.send_statuses.pop(0))
         errcode = self.send_errors.pop(0) if self.send_errors else 0
         if errcode:
             return web.json_response({"errcode": errcode, "errmsg": "refused by fake"})

@@ -1,0 +1,73 @@
+"""The unclaimed-queue sweeper: a chat queued for T minutes gets one honest wait message.
+
+Several processes may sweep at once: the flag is set by a conditional UPDATE, so only one of
+them sends the message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.console.hours import wait_notice
+from bot.console.settings import StaffSettings
+from bot.handoff import State
+from bot.messages import Reply
+from bot.outbox import Outbox
+from storage.models import Conversation, Customer, Message
+
+log = logging.getLogger(__name__)
+BATCH = 100
+
+
+async def sweep_unclaimed(sessions: async_sessionmaker[AsyncSession], outbox: Outbox, settings: StaffSettings,
+                          now: datetime, notify: Callable[[], Awaitable[None]] | None = None) -> int:
+    """Send the wait message to every chat queued longer than `wait_minutes`; returns how many."""
+    cutoff = now - timedelta(minutes=settings.wait_minutes)
+    async with sessions() as session:
+        due = (await session.execute(
+            select(Conversation.id, Conversation.customer_id)
+            .where(Conversation.state == State.QUEUED, Conversation.queued_at <= cutoff,
+                   Conversation.wait_message_sent_at.is_(None))
+            .order_by(Conversation.queued_at).limit(BATCH)
+        )).all()
+    sent = 0
+    text = wait_notice(settings, now)
+    for conversation_id, customer_id in due:
+        async with sessions() as session, session.begin():
+            # Customer first, as on the message path, so the two never wait on each other.
+            customer = (await session.execute(
+                select(Customer).where(Customer.id == customer_id).with_for_update()
+            )).scalar_one()
+            taken = await session.execute(
+                update(Conversation)
+                .where(Conversation.id == conversation_id, Conversation.state == State.QUEUED,
+                       Conversation.queued_at <= cutoff, Conversation.wait_message_sent_at.is_(None))
+                .values(wait_message_sent_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            if taken.rowcount != 1:  # type: ignore[attr-defined]
+                continue  # claimed meanwhile, or another process sent it
+            conversation = (await session.execute(
+                select(Conversation).where(Conversation.id == conversation_id)
+                .execution_options(populate_existing=True)
+            )).scalar_one()
+            conversation.last_seq += 1
+            message = Message(conversation_id=conversation_id, customer_id=customer.id, seq=conversation.last_seq,
+                              channel=customer.channel, direction="out", kind="text", text=text,
+                              delivery="pending", intent="handoff_wait", payload={"source": "handoff"},
+                              created_at=now)
+            session.add(message)
+            await session.flush()
+            message_id, channel, user_id = message.id, customer.channel, customer.external_id
+        await outbox.push(channel, user_id, [message_id], [Reply(text, intent="handoff_wait", source="handoff")])
+        sent += 1
+    if sent and notify is not None:
+        await notify()
+    if sent:
+        log.info("sent the wait message to %d queued chats", sent)
+    return sent

@@ -1,0 +1,214 @@
+"""Dispatch: due touches claimed under a lease, re-checked at send time, sent once, outcomes recorded."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from sqlalchemy import select, update
+
+from bot.channels.wechat_api import WechatApi
+from bot.channels.wechat_mp import WechatMpSender
+from bot.touch_dispatch import claim_due_touches, dispatch_due_touches
+from bot.touch_policy import TouchPolicySettings
+from bot.touches import enqueue_touch
+from storage.models import Conversation, Customer, Message, Touch
+from tests.support.clock import FakeClock
+from tests.support.wechat import APP_ID, APP_SECRET
+from tests.touches.conftest import T0, add_customer
+
+SETTINGS = TouchPolicySettings(backoff_seconds=10, max_attempts=3)
+TEXT = {"type": "text", "text": "您的订单已发货，请注意查收。"}
+TEMPLATE = {"template_id": "ORDER_SHIPPED", "data": {"thing1": "订单A1001已发货"}, "url": "https://example.com/o/A1001"}
+OPEN = {"window_expires_at": T0 + timedelta(hours=47), "window_quota": 5, "window_used": 0}
+
+
+@pytest.fixture
+async def senders(fake_api, sessions) -> AsyncIterator[dict[str, Any]]:
+    async with aiohttp.ClientSession() as http:
+        api = WechatApi(http, sessions, FakeClock(), base_url=fake_api.base_url, app_id=APP_ID,
+                        app_secret=APP_SECRET, timeout_seconds=2)
+        yield {"wechat_mp": WechatMpSender(api)}
+
+
+async def enqueue(sessions, customer_id: int, key: str, kind: str = "service", body: dict | None = None,
+                  **kwargs: Any) -> int:
+    async with sessions() as session, session.begin():
+        touch = await enqueue_touch(session, customer_id=customer_id, kind=kind, body=body or TEXT,
+                                    due_at=kwargs.pop("due_at", T0), idempotency_key=key, now=T0, **kwargs)
+        assert touch is not None
+        return touch.id
+
+
+async def touch_row(sessions, touch_id: int) -> Touch:
+    async with sessions() as session:
+        return (await session.execute(select(Touch).where(Touch.id == touch_id))).scalar_one()
+
+
+async def dispatch(sessions, senders, clock, settings=SETTINGS):
+    return await dispatch_due_touches(sessions, senders, settings, clock, "test")
+
+
+async def test_a_due_touch_is_sent_once_with_its_transcript_row_and_window_count(sessions, senders, fake_api) -> None:
+    customer_id = await add_customer(sessions, **OPEN)
+    touch_id = await enqueue(sessions, customer_id, "shipped:A1001")
+    await enqueue(sessions, customer_id, "later", due_at=T0 + timedelta(hours=1))
+    clock = FakeClock(T0)
+    stats = await dispatch(sessions, senders, clock)
+    assert (stats.claimed, stats.sent) == (1, 1)
+    assert fake_api.sent == [{"touser": "o-alice", "msgtype": "text", "text": {"content": TEXT["text"]}}]
+    row = await touch_row(sessions, touch_id)
+    assert (row.status, row.attempts, row.sent_at, row.lease_until) == ("sent", 1, T0, None)
+    async with sessions() as session:
+        message = (await session.execute(select(Message))).scalar_one()
+        customer = await session.get(Customer, customer_id)
+    assert (message.direction, message.delivery, message.text, message.payload["touch_id"]) == (
+        "out", "push", TEXT["text"], touch_id)
+    assert customer is not None and customer.window_used == 1
+    assert (await dispatch(sessions, senders, clock)).claimed == 0  # nothing sent twice
+    assert len(fake_api.sent) == 1
+
+
+async def test_news_and_image_bodies_go_out_as_customer_service_messages(sessions, senders, fake_api) -> None:
+    customer_id = await add_customer(sessions, **OPEN)
+    article = {"title": "冬季新品", "description": "羽绒服上新", "url": "https://example.com/n", "picurl": "https://example.com/p.jpg"}
+    await enqueue(sessions, customer_id, "news", "marketing", {"type": "news", "articles": [article]})
+    await enqueue(sessions, customer_id, "image", "service", {"type": "image", "media_id": "MEDIA1"})
+    settings = TouchPolicySettings(marketing_per_day=5)
+    await dispatch(sessions, senders, FakeClock(T0), settings)
+    assert sorted(fake_api.sent, key=lambda p: p["msgtype"]) == [
+        {"touser": "o-alice", "msgtype": "image", "image": {"media_id": "MEDIA1"}},
+        {"touser": "o-alice", "msgtype": "news", "news": {"articles": [article]}},
+    ]
+
+
+async def test_outside_the_window_service_uses_its_template_and_marketing_is_skipped(sessions, senders, fake_api) -> None:
+    customer_id = await add_customer(sessions)  # never wrote: no window
+    service = await enqueue(sessions, customer_id, "svc", "service", template=TEMPLATE)
+    marketing = await enqueue(sessions, customer_id, "mkt", "marketing")
+    bare = await enqueue(sessions, customer_id, "bare", "service")
+    await dispatch(sessions, senders, FakeClock(T0))
+    assert fake_api.sent == [{"touser": "o-alice", "template_id": "ORDER_SHIPPED", "url": TEMPLATE["url"],
+                              "data": {"thing1": {"value": "订单A1001已发货"}}}]
+    assert [((r := await touch_row(sessions, i)).status, r.reason) for i in (service, marketing, bare)] == [
+        ("sent", "template: window_closed"), ("skipped", "window_closed"), ("skipped", "window_closed")]
+
+
+async def test_the_quota_is_counted_per_window(sessions, senders, fake_api) -> None:
+    customer_id = await add_customer(sessions, window_expires_at=T0 + timedelta(minutes=1), window_quota=3,
+                                     window_used=0)
+    ids = [await enqueue(sessions, customer_id, f"k{n}", priority=10 - n) for n in range(4)]
+    await dispatch(sessions, senders, FakeClock(T0))
+    assert len(fake_api.sent) == 3
+    assert [(await touch_row(sessions, i)).status for i in ids] == ["sent", "sent", "sent", "skipped"]
+
+
+async def test_checks_run_again_at_send_time(sessions, senders, fake_api) -> None:
+    customer_id = await add_customer(sessions, **OPEN)
+    touch_id = await enqueue(sessions, customer_id, "nudge", "marketing", due_at=T0 + timedelta(hours=1))
+    async with sessions() as session, session.begin():  # opted out after it was scheduled
+        await session.execute(update(Customer).values(marketing_opt_out=True))
+    await dispatch(sessions, senders, FakeClock(T0 + timedelta(hours=1)))
+    assert fake_api.sent == []
+    assert ((row := await touch_row(sessions, touch_id)).status, row.reason) == ("skipped", "opted_out")
+
+
+async def test_staff_hold_and_quiet_hours_defer_instead_of_dropping(sessions, senders, fake_api) -> None:
+    customer_id = await add_customer(sessions, **OPEN)
+    async with sessions() as session, session.begin():
+        session.add(Conversation(customer_id=customer_id, state="staff", last_seq=0, not_understood_streak=0,
+                                 started_at=T0, updated_at=T0))
+    touch_id = await enqueue(sessions, customer_id, "svc")
+    clock = FakeClock(T0)
+    await dispatch(sessions, senders, clock)
+    row = await touch_row(sessions, touch_id)
+    assert (row.status, row.reason, row.due_at) == ("pending", "deferred: staff_held", T0 + timedelta(minutes=10))
+    async with sessions() as session, session.begin():
+        await session.execute(update(Conversation).values(state="bot"))
+    clock.current = T0 + timedelta(hours=12)  # 22:00 in Shanghai
+    await dispatch(sessions, senders, clock)
+    row = await touch_row(sessions, touch_id)
+    morning = T0 + timedelta(hours=23)  # 09:00 the next day in Shanghai
+    assert (row.status, row.reason, row.due_at) == ("pending", "deferred: quiet_hours", morning)
+    clock.current = morning
+    await dispatch(sessions, senders, clock)
+    assert (await touch_row(sessions, touch_id)).status == "sent" and len(fake_api.sent) == 1
+
+
+async def test_caps_skip_or_defer_marketing_by_priority(sessions, senders, fake_api) -> None:
+    customer_id = await add_customer(sessions, **OPEN)
+    low = await enqueue(sessions, customer_id, "low", "marketing", priority=1, defer_when_capped=True)
+    high = await enqueue(sessions, customer_id, "high", "marketing", priority=9, defer_when_capped=True)
+    plain = await enqueue(sessions, customer_id, "plain", "marketing", priority=5)
+    await dispatch(sessions, senders, FakeClock(T0))
+    rows = {name: await touch_row(sessions, i) for name, i in (("low", low), ("high", high), ("plain", plain))}
+    midnight = T0 + timedelta(hours=14)  # 00:00 in Shanghai
+    assert rows["high"].status == "sent"
+    assert (rows["plain"].status, rows["plain"].reason) == ("skipped", "frequency_cap_day")
+    assert (rows["low"].status, rows["low"].due_at) == ("pending", midnight)
+
+
+@pytest.mark.parametrize("errcode, reason", [(45015, "window_closed (45015)"), (45047, "window_quota_used (45047)")])
+async def test_window_errors_are_skipped_and_never_retried(sessions, senders, fake_api, errcode, reason) -> None:
+    customer_id = await add_customer(sessions, **OPEN)
+    touch_id = await enqueue(sessions, customer_id, "svc")
+    fake_api.send_errors = [errcode]
+    clock = FakeClock(T0)
+    await dispatch(sessions, senders, clock)
+    row = await touch_row(sessions, touch_id)
+    assert (row.status, row.reason, row.attempts) == ("skipped", reason, 1)
+    async with sessions() as session:
+        assert (await session.execute(select(Message))).first() is None  # no transcript for a skip
+    clock.advance(days=1)
+    assert (await dispatch(sessions, senders, clock)).claimed == 0
+
+
+async def test_server_errors_are_retried_with_backoff_then_fail(sessions, senders, fake_api) -> None:
+    customer_id = await add_customer(sessions, **OPEN)
+    touch_id = await enqueue(sessions, customer_id, "svc")
+    fake_api.send_statuses = [502, 502, 502]
+    clock = FakeClock(T0)
+    await dispatch(sessions, senders, clock)
+    row = await touch_row(sessions, touch_id)
+    assert (row.status, row.attempts, row.due_at) == ("pending", 1, T0 + timedelta(seconds=10))
+    assert row.reason.startswith("retrying: ClientResponseError")
+    clock.advance(seconds=9)
+    assert (await dispatch(sessions, senders, clock)).claimed == 0  # not yet
+    clock.advance(seconds=1)
+    await dispatch(sessions, senders, clock)
+    assert (await touch_row(sessions, touch_id)).due_at == clock.now() + timedelta(seconds=20)  # doubled
+    clock.advance(seconds=20)
+    await dispatch(sessions, senders, clock)
+    row = await touch_row(sessions, touch_id)
+    assert (row.status, row.attempts) == ("failed", 3)
+    assert "502" in row.reason
+
+
+async def test_a_touch_leased_by_a_dead_worker_is_retaken_after_the_lease(sessions, senders, fake_api) -> None:
+    customer_id = await add_customer(sessions, **OPEN)
+    touch_id = await enqueue(sessions, customer_id, "svc")
+    clock = FakeClock(T0)
+    claimed, _ = await claim_due_touches(sessions, clock.now(), limit=10, lease_seconds=120)
+    assert claimed == [(touch_id, customer_id)]  # …and that worker dies here
+    assert (await dispatch(sessions, senders, clock)).claimed == 0
+    clock.advance(seconds=121)
+    stats = await dispatch(sessions, senders, clock)
+    assert (stats.sent, len(fake_api.sent)) == (1, 1)
+
+
+async def test_a_cancelled_touch_is_dropped_even_after_it_was_claimed(sessions, senders, fake_api) -> None:
+    from bot.touches import cancel_touches
+    from bot.touch_dispatch import DispatchStats, _deliver_one
+
+    customer_id = await add_customer(sessions, **OPEN)
+    touch_id = await enqueue(sessions, customer_id, "mkt", "marketing")
+    clock = FakeClock(T0)
+    claimed, lease = await claim_due_touches(sessions, clock.now(), limit=10, lease_seconds=120)
+    async with sessions() as session, session.begin():
+        await cancel_touches(session, customer_id=customer_id, reason="order_paid")
+    stats = DispatchStats()
+    await _deliver_one(sessions, senders, SETTINGS, clock, touch_id, lease, stats)
+    assert stats.dropped == 1 and fake_api.sent == []
