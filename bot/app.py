@@ -21,6 +21,7 @@ from bot.console.routes import CONSOLE_HUB, add_console_routes
 from bot.console.stage import HandoffStage
 from bot.console.sweeper import sweep_unclaimed
 from bot.config import Settings
+from bot.events_api import add_event_routes
 from bot.metrics import Metrics
 from bot.outbox import Outbox, Sender
 from bot.pipeline import Pipeline
@@ -44,6 +45,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    add_event_routes(app)
     mp = settings.channels.wechat_mp
     if mp.enabled:
         app.router.add_get(mp.path, _wechat_mp_verify)

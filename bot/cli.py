@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bot.console.cli import add_staff_parser
 
     add_staff_parser(commands)
+    from bot.event_import import add_import_parser
+
+    add_import_parser(commands)
     _add_optional_commands(commands)
     return parser
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bot.console.settings import StaffSettings
 from bot.toml_lines import index_key_lines, line_of
+from flows.lifecycle_settings import LifecycleSettings, PointsSettings
 from bot.touch_policy import TouchPolicySettings
 from handlers.nlu.settings import FaqEntry, IntentSpec, NluSettings
 
@@ -146,6 +147,8 @@ class Settings(Strict):
     intents: list[IntentSpec] = []
     faq: list[FaqEntry] = []
     nlu: NluSettings = NluSettings()
+    lifecycle: LifecycleSettings = LifecycleSettings()
+    points: PointsSettings = PointsSettings()
     staff: StaffSettings = StaffSettings()
     touches: TouchPolicySettings = TouchPolicySettings()
 

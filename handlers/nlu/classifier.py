@@ -1,7 +1,9 @@
 """Intent classifier built at start-up from example phrases; scores one message in microseconds.
 
 Features are TF-IDF blocks (sublinear tf, each block L2-normalised) of character 1-, 2- and
-3-grams with start/end markers, and jieba words (see features.py). Two linear models are fitted with
+3-grams with start/end markers, jieba words, and jieba part-of-speech tags and tag pairs
+(see features.py). The tags add a little knowledge of the language that a few examples cannot
+give — that 周杰伦 is a person and 杭州 a place — and helped most with few examples per intent. Two linear models are fitted with
 scikit-learn — a linear SVM and a one-vs-rest logistic regression — and their per-class scores, each
 standardised across classes, are averaged. Cross-validation on short Chinese queries showed the
 pair beats either alone (the SVM with many examples, the regression with few).
@@ -28,6 +30,9 @@ from handlers.nlu.features import TfidfBlocks, char_ngrams
 # How sure: the regression's own one-vs-rest probability (a sigmoid of its score) for that
 # intent. Unlike a softmax over standardised scores it stays low when the message shares
 # little with any example (random typing, other topics), which is what the threshold needs.
+# Relative weight of the feature blocks (char 1-, 2-, 3-grams, words, tags), chosen by
+# cross-validation on a public 31-intent data set of short queries.
+BLOCK_WEIGHTS = (1.0, 1.0, 0.7, 1.0, 0.5)
 SVM_C = 1.0
 LOGREG_C = 30.0
 
@@ -52,13 +57,14 @@ class IntentClassifier:
         self._bias = bias
 
     @classmethod
-    def build(cls, texts: Sequence[str], labels: Sequence[str],
-              words: Callable[[str], list[str]]) -> IntentClassifier:
+    def build(cls, texts: Sequence[str], labels: Sequence[str], words: Callable[[str], list[str]],
+              tags: Callable[[str], list[str]]) -> IntentClassifier:
         """Fit on normalised example texts; needs at least two distinct labels."""
         classes = sorted(set(labels))
         if len(classes) < 2:
             raise ValueError("the classifier needs examples of at least two intents")
-        features = TfidfBlocks([char_ngrams(1), char_ngrams(2), char_ngrams(3), words])
+        features = TfidfBlocks([char_ngrams(1), char_ngrams(2), char_ngrams(3), words,
+                                _tag_ngrams(tags)], BLOCK_WEIGHTS)
         matrix = features.fit_transform(texts)
         y = np.array(labels)
         svm = LinearSVC(C=SVM_C).fit(matrix, y)
@@ -93,6 +99,14 @@ class IntentClassifier:
         logreg[best] = -np.inf
         runner_up = float(logreg.max())
         return Scores(self.labels[best], _sigmoid(confidence), _sigmoid(runner_up), known)
+
+
+def _tag_ngrams(tags: Callable[[str], list[str]]) -> Callable[[str], list[str]]:
+    def grams(text: str) -> list[str]:
+        sequence = ["^", *tags(text), "$"]
+        return [*sequence[1:-1], *(f"{a} {b}" for a, b in zip(sequence, sequence[1:]))]
+
+    return grams
 
 
 def _sigmoid(x: float) -> float:

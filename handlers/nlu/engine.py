@@ -63,7 +63,7 @@ class IntentEngine:
         examples: FaqIndex | None = None
         if len({label for _, label in kept}) >= 2:
             classifier = IntentClassifier.build([t for t, _ in kept], [lb for _, lb in kept],
-                                                segmenter.search_words)
+                                                segmenter.search_words, segmenter.tags)
         only = next((i for i in intents if i.examples), None)
         if classifier is None and only is not None:
             # One intent alone cannot train a classifier; its examples are matched by similarity.

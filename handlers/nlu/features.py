@@ -31,8 +31,10 @@ def char_ngrams(n: int) -> Analyzer:
 class TfidfBlocks:
     """Several TF-IDF blocks side by side, sublinear tf, each block L2-normalised."""
 
-    def __init__(self, analyzers: Sequence[Analyzer]) -> None:
+    def __init__(self, analyzers: Sequence[Analyzer], weights: Sequence[float] | None = None) -> None:
         self._analyzers = tuple(analyzers)
+        # A block's length after normalisation: how much it counts against the others.
+        self._weights = tuple(weights) if weights is not None else (1.0,) * len(self._analyzers)
         self._vocabularies: tuple[dict[str, int], ...] = ()
         self._idf = np.zeros(0, dtype=np.float32)
 
@@ -46,9 +48,9 @@ class TfidfBlocks:
             for a in self._analyzers
         ]
         blocks = []
-        for vectorizer in vectorizers:
+        for vectorizer, weight in zip(vectorizers, self._weights):
             try:
-                blocks.append(vectorizer.fit_transform(texts))
+                blocks.append(vectorizer.fit_transform(texts) * np.float32(weight))
             except ValueError:  # a block with no terms at all (e.g. only one-character texts)
                 blocks.append(sp.csr_matrix((len(texts), 0), dtype=np.float32))
                 vectorizer.vocabulary_, vectorizer.idf_ = {}, np.zeros(0)
@@ -65,7 +67,7 @@ class TfidfBlocks:
         columns: list[int] = []
         values: list[float] = []
         idf = self._idf
-        for analyzer, vocabulary in zip(self._analyzers, self._vocabularies):
+        for analyzer, vocabulary, weight in zip(self._analyzers, self._vocabularies, self._weights):
             start = len(values)
             for term, count in Counter(analyzer(text)).items():
                 column = vocabulary.get(term)
@@ -74,5 +76,5 @@ class TfidfBlocks:
                     values.append((1.0 + math.log(count)) * float(idf[column]))
             norm = math.sqrt(sum(v * v for v in values[start:]))
             if norm:
-                values[start:] = [v / norm for v in values[start:]]
+                values[start:] = [v * weight / norm for v in values[start:]]
         return np.array(columns, dtype=np.intp), np.array(values, dtype=np.float32)

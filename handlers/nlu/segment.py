@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 import jieba
+import jieba.posseg
 
 # jieba logs its dictionary loading at DEBUG through its own logger; keep start-up quiet.
 jieba.setLogLevel(logging.WARNING)
@@ -24,6 +25,7 @@ class Segmenter:
             if word:
                 # A high frequency makes jieba keep the word whole even inside longer text.
                 self._tokenizer.add_word(word, freq=max(self._tokenizer.suggest_freq(word), 1000))
+        self._tagger = jieba.posseg.POSTokenizer(self._tokenizer)
         # The classifier and the FAQ both segment the same message: segment it once.
         self.search_words = lru_cache(maxsize=256)(self._search_words)  # type: ignore[method-assign]
 
@@ -36,4 +38,10 @@ class Segmenter:
         return self._search_words(text)
 
     def _search_words(self, text: str) -> list[str]:
-        return [w for w in self._tokenizer.lcut_for_search(text, HMM=True) if not w.isspace()]
+        return [w for w in self._tokenizer.lcut_for_search(text, HMM=False) if not w.isspace()]
+
+    def tags(self, text: str) -> list[str]:
+        """Part-of-speech tags in order ("我想听周杰伦" → r, v, v, nr): jieba's dictionary knows
+        which words are names, places, times and numbers, which examples alone cannot teach."""
+        # Without HMM: tagging unknown words by HMM costs up to a millisecond a message.
+        return [pair.flag for pair in self._tagger.lcut(text, HMM=False) if not pair.word.isspace()]

@@ -1,0 +1,63 @@
+"""`POST /api/v1/events`: business events from the brand's systems, one object or an array.
+
+Bearer-token authenticated; answers per event, so one bad event never loses the good ones.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from aiohttp import web
+
+from bot import keys
+from flows.business_events import EventContext, ingest
+from flows.reactions import NoReactions, Reactions
+
+EVENTS_PATH = "/api/v1/events"
+MAX_BODY_BYTES = 1024 * 1024
+MAX_EVENTS = 1000
+
+# The flow engine's reactions to applied events; without it events are applied and stored only.
+EVENT_REACTIONS = web.AppKey("event_reactions", Reactions)
+
+
+def add_event_routes(app: web.Application, path: str = EVENTS_PATH) -> None:
+    app.router.add_post(path, post_events)
+
+
+def _error(status: int, message: str, **headers: str) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers or None)
+
+
+def _authorized(request: web.Request, token: str) -> bool:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode())
+
+
+async def post_events(request: web.Request) -> web.Response:
+    settings = request.app[keys.SETTINGS]
+    if not _authorized(request, settings.api.token):
+        return _error(401, "missing or wrong bearer token", **{"WWW-Authenticate": 'Bearer realm="siyu"'})
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        return _error(413, f"body is larger than {MAX_BODY_BYTES} bytes")
+    body = await request.content.read(MAX_BODY_BYTES + 1)
+    if len(body) > MAX_BODY_BYTES:
+        return _error(413, f"body is larger than {MAX_BODY_BYTES} bytes")
+    try:
+        payload: Any = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as error:
+        return _error(400, f"body is not JSON: {error}")
+    items = payload if isinstance(payload, list) else [payload] if isinstance(payload, dict) else None
+    if items is None:
+        return _error(400, "expected an event object or an array of events")
+    if len(items) > MAX_EVENTS:
+        return _error(413, f"at most {MAX_EVENTS} events per request, got {len(items)}")
+    context = EventContext(lifecycle=settings.lifecycle, points=settings.points,
+                           reactions=request.app.get(EVENT_REACTIONS) or NoReactions())
+    results = await ingest(request.app[keys.SESSIONS], enumerate(items), request.app[keys.CLOCK].now(),
+                           context)
+    counts = {status: sum(r.status == status for r in results) for status in ("applied", "duplicate", "error")}
+    return web.json_response({"results": [r.as_json() for r in results], **counts})

@@ -1,0 +1,302 @@
+"""Where each customer is in the lifecycle, and what moves them.
+
+contact → interest → purchase → use → loyalty → at_risk → churned. Messages and business
+events move a customer as they happen; `lifecycle_sweep` moves the silent ones (at_risk,
+churned) in set-based batches. Every move is a `stage_changes` row and a reaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, insert, literal, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.messages import EventKind, InboundKind
+from bot.turn import Turn
+from flows.lifecycle_settings import LifecycleSettings
+from flows.reactions import NoReactions, Reactions
+from storage.conversations import log_event
+from storage.lifecycle_models import SweepLock
+from storage.models import Customer, Event, Order, StageChange, Touch, UTCDateTime
+from storage.upsert import insert_ignore
+
+log = logging.getLogger(__name__)
+
+ENGAGEMENT = "engagement"  # events.kind of one engaged interaction
+SWEEP_LEASE = timedelta(minutes=15)
+
+
+class LifecycleStageName(StrEnum):
+    CONTACT = "contact"
+    INTEREST = "interest"
+    PURCHASE = "purchase"
+    USE = "use"
+    LOYALTY = "loyalty"
+    AT_RISK = "at_risk"
+    CHURNED = "churned"
+
+
+S = LifecycleStageName
+
+
+async def move_stage(session: AsyncSession, customer: Customer, to_stage: str, reason: str,
+                     now: datetime, reactions: Reactions) -> bool:
+    """Move one customer: a stage_changes row, the customer's stage, the reaction. False if already there."""
+    from_stage = customer.stage
+    if from_stage == to_stage and customer.stage_changed_at is not None:
+        return False
+    if from_stage == to_stage:  # first recorded stage (contact): no stage to come from
+        from_stage = None
+    session.add(StageChange(customer_id=customer.id, from_stage=from_stage, to_stage=to_stage,
+                            reason=reason[:255], occurred_at=now))
+    customer.stage = to_stage
+    customer.stage_changed_at = now
+    await reactions.on_stage_change(session, customer, from_stage, to_stage, now)
+    return True
+
+
+async def record_first_contact(session: AsyncSession, customer: Customer, reason: str, now: datetime,
+                               reactions: Reactions) -> bool:
+    """The customer's first stage as a stage change (nothing → contact), once."""
+    if customer.stage_changed_at is not None:
+        return False
+    return await move_stage(session, customer, customer.stage or S.CONTACT, reason, now, reactions)
+
+
+async def mark_at_risk(session: AsyncSession, customer: Customer, reason: str, now: datetime,
+                       reactions: Reactions) -> bool:
+    """A warning signal from outside the sweep (a low survey score, a complaint)."""
+    if customer.stage in (S.AT_RISK, S.CHURNED):
+        return False
+    return await move_stage(session, customer, S.AT_RISK, reason, now, reactions)
+
+
+def is_engaged(signal: str | None, settings: LifecycleSettings) -> bool:
+    return bool(signal) and (signal in settings.engaged_intents or signal in settings.engaged_actions)
+
+
+async def evaluate_after_message(session: AsyncSession, customer: Customer, intent: str | None,
+                                 now: datetime, settings: LifecycleSettings, reactions: Reactions) -> bool:
+    """Count an engaged interaction and move to interest after N of them within D days.
+
+    `intent` is the message's intent, or an action: menu_click, link_view, store_visit.
+    A churned customer who engages again comes back as interest too.
+    """
+    if not is_engaged(intent, settings):
+        return False
+    log_event(session, customer.id, ENGAGEMENT, now, {"signal": intent})
+    if customer.stage not in (S.CONTACT, S.CHURNED):
+        return False
+    since = now - timedelta(days=settings.interest_window_days)
+    engaged = (await session.execute(
+        select(func.count()).select_from(Event)
+        .where(Event.customer_id == customer.id, Event.kind == ENGAGEMENT, Event.occurred_at > since)
+    )).scalar_one()
+    if engaged < settings.interest_interactions:
+        return False
+    await record_first_contact(session, customer, "first contact", now, reactions)
+    return await move_stage(session, customer, S.INTEREST,
+                            f"{engaged} engaged interactions within {settings.interest_window_days} days",
+                            now, reactions)
+
+
+def purchase_overdue_at(customer: Customer, settings: LifecycleSettings) -> datetime | None:
+    """When no further order makes the customer at_risk: max(F × usual interval, minimum)."""
+    if customer.last_order_at is None:
+        return None
+    days = float(settings.at_risk_min_days)
+    if customer.orders_count >= 2 and customer.first_order_at is not None:
+        usual = (customer.last_order_at - customer.first_order_at) / (customer.orders_count - 1)
+        days = max(days, settings.at_risk_interval_factor * usual.total_seconds() / 86400)
+    return customer.last_order_at + timedelta(days=days)
+
+
+async def evaluate_after_order(session: AsyncSession, customer: Customer, reason: str, now: datetime,
+                               settings: LifecycleSettings, reactions: Reactions) -> str:
+    """An order was paid: loyalty when K orders within the period or lifetime spend ≥ S, else purchase."""
+    since = now - timedelta(days=settings.loyalty_period_days)
+    recent_orders = (await session.execute(
+        select(func.count()).select_from(Order)
+        .where(Order.customer_id == customer.id, Order.status != "refunded", Order.paid_at > since)
+    )).scalar_one()
+    loyal = (recent_orders >= settings.loyalty_orders
+             or (customer.lifetime_spend or 0) >= settings.loyalty_lifetime_spend)
+    target = S.LOYALTY if loyal or customer.stage == S.LOYALTY else S.PURCHASE
+    await record_first_contact(session, customer, "first contact", now, reactions)
+    await move_stage(session, customer, target, reason, now, reactions)
+    return target
+
+
+async def evaluate_after_delivery(session: AsyncSession, customer: Customer, reason: str,
+                                  now: datetime, reactions: Reactions) -> bool:
+    """An order was delivered: the customer is using it (loyal customers stay loyal)."""
+    if customer.stage == S.LOYALTY:
+        return False
+    return await move_stage(session, customer, S.USE, reason, now, reactions)
+
+
+class LifecycleStage:
+    """The pipeline stage: after routing, count engagement, handle (un)subscribe."""
+
+    def __init__(self, settings: LifecycleSettings, reactions: Reactions | None = None):
+        self._settings = settings
+        self._reactions = reactions or NoReactions()
+
+    async def before_route(self, turn: Turn) -> None:
+        return None
+
+    async def after_route(self, turn: Turn) -> None:
+        customer, now, inbound = turn.customer, turn.now, turn.inbound
+        await record_first_contact(turn.session, customer, "first contact", now, self._reactions)
+        if inbound.kind is InboundKind.EVENT:
+            if inbound.event is EventKind.UNSUBSCRIBE:
+                if self._settings.churn_on_unsubscribe:
+                    await move_stage(turn.session, customer, S.CHURNED, "unsubscribed", now, self._reactions)
+                return
+            if inbound.event is EventKind.SUBSCRIBE and customer.stage == S.CHURNED:
+                await move_stage(turn.session, customer, S.CONTACT, "subscribed again", now, self._reactions)
+                return
+            signal = {EventKind.CLICK: "menu_click", EventKind.VIEW: "link_view"}.get(inbound.event)  # type: ignore[call-overload]
+        else:
+            signal = turn.match.intent if turn.match else None
+        await evaluate_after_message(turn.session, customer, signal, now, self._settings, self._reactions)
+
+
+# ---- the sweep -------------------------------------------------------------------------------
+
+
+def _sweep_rules(settings: LifecycleSettings, now: datetime) -> list[tuple[str, str, str, Any]]:
+    """(name, to_stage, reason, condition): churn first, so nobody is warned on the way out."""
+    cutoff = now - timedelta(days=settings.churn_inactive_days)
+    rules: list[tuple[str, str, str, Any]] = []
+    if settings.churn_on_unsubscribe:
+        rules.append(("churned_unsubscribed", S.CHURNED, "unsubscribed",
+                      and_(Customer.stage != S.CHURNED, Customer.subscribed.is_(False))))
+    inactive = and_(
+        Customer.stage != S.CHURNED, Customer.created_at < cutoff,
+        or_(Customer.last_inbound_at.is_(None), Customer.last_inbound_at < cutoff),
+        or_(Customer.last_order_at.is_(None), Customer.last_order_at < cutoff),
+        or_(Customer.last_active_at.is_(None), Customer.last_active_at < cutoff),
+    )
+    rules.append(("churned_inactive", S.CHURNED,
+                  f"inactive for {settings.churn_inactive_days} days", inactive))
+    stages = [s for s in settings.at_risk_stages if s not in (S.AT_RISK, S.CHURNED)]
+    rules.append(("at_risk_overdue", S.AT_RISK, "no purchase past the usual interval",
+                  and_(Customer.stage.in_(stages), Customer.purchase_overdue_at <= now)))
+    if settings.at_risk_unanswered_touches:
+        unanswered = (
+            select(func.count()).select_from(Touch)
+            .where(Touch.customer_id == Customer.id, Touch.status == "sent",
+                   Touch.sent_at > func.coalesce(Customer.last_inbound_at, Customer.created_at))
+            .scalar_subquery()
+        )
+        rules.append(("at_risk_unanswered", S.AT_RISK,
+                      f"{settings.at_risk_unanswered_touches} touches unanswered",
+                      and_(Customer.stage.in_(stages), unanswered >= settings.at_risk_unanswered_touches)))
+    return rules
+
+
+async def lifecycle_sweep(sessions: async_sessionmaker[AsyncSession], settings: LifecycleSettings,
+                          now: datetime, reactions: Reactions | None = None) -> dict[str, int]:
+    """Move silent customers to at_risk / churned; counts per rule ({"locked": 0} if another runs)."""
+    reactions = reactions or NoReactions()
+    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    if not await acquire_sweep_lock(sessions, "lifecycle", holder, now):
+        log.info("lifecycle sweep already running elsewhere")
+        return {"locked": 0}
+    counts: dict[str, int] = {}
+    try:
+        for name, to_stage, reason, condition in _sweep_rules(settings, now):
+            counts[name] = await _move_matching(sessions, condition, to_stage, reason, now,
+                                                settings.sweep_batch_size, reactions)
+    finally:
+        await release_sweep_lock(sessions, "lifecycle", holder)
+    counts["at_risk"] = counts.get("at_risk_overdue", 0) + counts.get("at_risk_unanswered", 0)
+    counts["churned"] = counts.get("churned_unsubscribed", 0) + counts.get("churned_inactive", 0)
+    if counts["at_risk"] or counts["churned"]:
+        log.info("lifecycle sweep: %s", counts)
+    return counts
+
+
+async def _move_matching(sessions: async_sessionmaker[AsyncSession], condition: ColumnElement[bool],
+                         to_stage: str, reason: str, now: datetime, batch_size: int,
+                         reactions: Reactions) -> int:
+    """Move every customer matching `condition`, one batch per transaction, in id order.
+
+    Candidates are read without locks, then locked by primary key and re-checked, so a
+    customer whose message or order landed meanwhile is left alone.
+    """
+    moved_total = 0
+    after = 0
+    call_reactions = not isinstance(reactions, NoReactions)
+    while True:
+        async with sessions() as session, session.begin():
+            candidates = list((await session.execute(
+                select(Customer.id).where(condition, Customer.id > after)
+                .order_by(Customer.id).limit(batch_size)
+            )).scalars())
+            if not candidates:
+                return moved_total
+            after = candidates[-1]
+            ids = list((await session.execute(
+                select(Customer.id).where(Customer.id.in_(candidates), condition)
+                .order_by(Customer.id).with_for_update()
+            )).scalars())
+            if not ids:
+                continue
+            previous: dict[int, str] = {}
+            if call_reactions:
+                previous = dict((await session.execute(
+                    select(Customer.id, Customer.stage).where(Customer.id.in_(ids))
+                )).all())
+            await session.execute(insert(StageChange).from_select(
+                ["customer_id", "from_stage", "to_stage", "reason", "occurred_at"],
+                select(Customer.id, Customer.stage, literal(str(to_stage)), literal(reason),
+                       literal(now, UTCDateTime()))
+                .where(Customer.id.in_(ids)),
+            ))
+            await session.execute(
+                update(Customer).where(Customer.id.in_(ids))
+                .values(stage=str(to_stage), stage_changed_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            if call_reactions:
+                for customer in (await session.execute(
+                        select(Customer).where(Customer.id.in_(ids)).order_by(Customer.id)
+                        .execution_options(populate_existing=True))).scalars():
+                    await reactions.on_stage_change(session, customer, previous.get(customer.id),
+                                                    str(to_stage), now)
+            moved_total += len(ids)
+
+
+async def acquire_sweep_lock(sessions: async_sessionmaker[AsyncSession], name: str, holder: str,
+                             now: datetime, lease: timedelta = SWEEP_LEASE) -> bool:
+    """Take the named sweep lease unless another holder's lease is still running."""
+    async with sessions() as session, session.begin():
+        dialect = session.bind.dialect.name
+        await session.execute(insert_ignore(dialect, SweepLock, {"name": name, "holder": None,
+                                                                "locked_until": None}))
+    async with sessions() as session, session.begin():
+        result = await session.execute(
+            update(SweepLock)
+            .where(SweepLock.name == name,
+                   or_(SweepLock.locked_until.is_(None), SweepLock.locked_until < now))
+            .values(holder=holder, locked_until=now + lease)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def release_sweep_lock(sessions: async_sessionmaker[AsyncSession], name: str, holder: str) -> None:
+    async with sessions() as session, session.begin():
+        await session.execute(
+            update(SweepLock).where(SweepLock.name == name, SweepLock.holder == holder)
+            .values(holder=None, locked_until=None).execution_options(synchronize_session=False)
+        )
