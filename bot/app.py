@@ -25,6 +25,8 @@ from bot.events_api import add_event_routes
 from bot.metrics import Metrics
 from bot.outbox import Outbox, Sender
 from bot.pipeline import Pipeline
+from bot.touch_dispatch import default_worker_id, dispatch_due_touches
+from bot.touch_policy import ConsentAndWindowStage
 from bot.understanding import build_router
 from storage.db import database_reachable, make_engine, make_sessionmaker
 
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 WECHAT_MP_CALLBACK = web.AppKey("wechat_mp_callback", WechatMpCallback)
 WECHAT_MP_API = web.AppKey("wechat_mp_api", WechatApi)
 SIMULATOR = web.AppKey("simulator", SimulatorChannel)
+SENDERS = web.AppKey("senders", dict)
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> web.Application:
@@ -108,7 +111,7 @@ async def _message_path(app: web.Application) -> AsyncIterator[None]:
     router = await asyncio.get_running_loop().run_in_executor(None, build_router, settings)
     notify = app[CONSOLE_HUB].notify if CONSOLE_HUB in app else None
     pipeline = Pipeline(app[keys.SESSIONS], router, app[keys.CLOCK],
-                        stages=[HandoffStage(settings.staff, notify)])
+                        stages=[ConsentAndWindowStage(settings.touches), HandoffStage(settings.staff, notify)])
     senders: dict[str, Sender] = {SIMULATOR_CHANNEL: SimulatorSender()}
     mp = settings.channels.wechat_mp
     if mp.enabled:
@@ -118,6 +121,7 @@ async def _message_path(app: web.Application) -> AsyncIterator[None]:
         app[WECHAT_MP_API] = api
         senders[WECHAT_MP] = WechatMpSender(api)
     outbox = Outbox(app[keys.SESSIONS], senders)
+    app[SENDERS] = senders
     app[keys.PIPELINE] = pipeline
     app[keys.OUTBOX] = outbox
     if mp.enabled:
@@ -138,10 +142,21 @@ async def _scheduler(app: web.Application) -> AsyncIterator[None]:
         # Chats queued longer than [staff] wait_minutes get one wait message.
         scheduler.add_job(_sweep_unclaimed, "interval", seconds=30, args=[app], id="staff_wait_message",
                           max_instances=1, coalesce=True)
+    # Due touches are rows claimed under a lease, so every process can run this job.
+    scheduler.add_job(_dispatch_touches, "interval", seconds=app[keys.SETTINGS].touches.dispatch_interval_seconds,
+                      args=[app, default_worker_id()], id="touch_dispatch", max_instances=1, coalesce=True)
     app[keys.SCHEDULER] = scheduler
     scheduler.start()
     yield
     scheduler.shutdown(wait=False)
+
+
+async def _dispatch_touches(app: web.Application, worker_id: str) -> None:
+    try:
+        await dispatch_due_touches(app[keys.SESSIONS], app[SENDERS], app[keys.SETTINGS].touches,
+                                   app[keys.CLOCK], worker_id)
+    except Exception:  # noqa: BLE001 - the next run retries; leases release what this one held
+        log.exception("touch dispatch failed")
 
 
 async def _refresh_token(api: WechatApi) -> None:

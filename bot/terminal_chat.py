@@ -12,6 +12,7 @@ from bot.config import Settings
 from bot.console.stage import HandoffStage
 from bot.messages import EventKind, Inbound, InboundKind
 from bot.pipeline import Pipeline
+from bot.touch_policy import ConsentAndWindowStage
 from bot.understanding import build_router
 from storage.db import make_engine, make_sessionmaker
 
@@ -22,7 +23,8 @@ async def run_chat(settings: Settings, user: str) -> int:
     loop = asyncio.get_running_loop()
     router = await loop.run_in_executor(None, build_router, settings)
     engine = make_engine(settings.storage.url)
-    pipeline = Pipeline(make_sessionmaker(engine), router, SystemClock(), stages=[HandoffStage(settings.staff)])
+    stages = [ConsentAndWindowStage(settings.touches), HandoffStage(settings.staff)]
+    pipeline = Pipeline(make_sessionmaker(engine), router, SystemClock(), stages=stages)
     print(f"Siyu 模拟聊天（用户 {user}）。输入 /follow 模拟关注，/quit 退出。", flush=True)
     try:
         while True:

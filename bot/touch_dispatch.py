@@ -13,6 +13,8 @@ the platform accepted a message loses nothing: its leased touches are retaken af
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -281,3 +283,8 @@ def transcript_text(touch: Touch, via_template: bool) -> str:
         article = body["articles"][0]
         return f"[图文] {article['title']} {article['url']}"
     return "[图片]"
+
+
+def default_worker_id() -> str:
+    """Names this process in logs: host and pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
