@@ -78,7 +78,10 @@ def _summary(c: Conversation, customer: Customer, names: dict[int, str], last_te
 
 
 def display_name(customer: Customer) -> str:
-    return customer.nickname or f"{customer.channel}:{mask(customer.external_id)}"
+    if customer.nickname:
+        return customer.nickname
+    # Simulator users are made-up names; platform ids are masked as in the logs.
+    return customer.external_id if customer.channel == "simulator" else f"{customer.channel}:{mask(customer.external_id)}"
 
 
 async def recent(session: AsyncSession, limit: int = 100) -> list[dict[str, Any]]:
