@@ -2,13 +2,22 @@
 
 The customer lock is taken before any state is read, so two messages of one customer never
 see the same conversation state; retries are recognised by the unique platform message id.
+
+On SQLite (one writer) messages are committed in groups: one writer task takes every message
+waiting, runs each in arrival order inside ONE transaction and commits once, so the statements
+and the commit are shared instead of paid per message. A group that fails for any reason (a
+retry's duplicate platform id, say) is rolled back and its messages run again one at a time, so
+one bad message never fails the others. PostgreSQL and MariaDB keep one transaction per message:
+many connections and the customer's row lock already let messages proceed side by side.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -21,12 +30,23 @@ from bot.turn import Stage, Turn
 from handlers.router import Router
 from storage import conversations as store
 from storage.db import is_retryable
-from storage.models import Customer, Message
+from storage.models import Conversation, Customer, Message
 
 log = logging.getLogger(__name__)
 
 DEFAULT_NICKNAME = "亲"
 _ATTEMPTS = 3
+# Messages accepted but not answered yet (waiting for their customer, queued or being stored).
+# Beyond this the pipeline refuses new ones at once instead of letting the backlog, and every
+# caller's wait, grow without limit; the platform delivers them again later.
+MAX_IN_FLIGHT = 2000
+# Messages per group commit: large enough to share the work, small enough that one group's
+# transaction stays a few milliseconds.
+MAX_BATCH = 64
+
+
+class PipelineOverloaded(Exception):
+    """More messages are waiting than the pipeline takes on; nothing of this one was stored."""
 
 
 @dataclass
@@ -34,89 +54,215 @@ class PipelineStats:
     handled: int = 0
     duplicates: int = 0
     not_understood: int = 0
+    batches: int = 0  # group commits (SQLite)
+    batch_fallbacks: int = 0  # groups rolled back and run again one message at a time
+    overloaded: int = 0
+
+
+@dataclass
+class _Done:
+    outcome: Outcome
+    after_commit: list[Callable[[], Awaitable[None]]]
+
+
+_Waiting = tuple[Inbound, "asyncio.Future[_Done]"]
 
 
 class Pipeline:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], router: Router, clock: Clock,
-                 stages: Sequence[Stage] = ()):
+                 stages: Sequence[Stage] = (), *, group_commit: bool | None = None,
+                 max_in_flight: int = MAX_IN_FLIGHT, max_batch: int = MAX_BATCH):
         self._sessions = sessions
         self._router = router
         self._clock = clock
         self._stages = list(stages)
         self._locks = CustomerLocks()
         self.stats = PipelineStats()
+        if group_commit is None:
+            bind = sessions.kw.get("bind")
+            group_commit = bind is not None and bind.dialect.name == "sqlite"
+        self._group_commit = group_commit
+        self._max_in_flight = max_in_flight
+        self._max_batch = max_batch
+        self._in_flight = 0
+        self._queue: list[_Waiting] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def handle(self, inbound: Inbound) -> Outcome:
-        async with self._locks.hold((inbound.channel, inbound.user_id)):
-            for attempt in range(1, _ATTEMPTS + 1):
-                try:
-                    return await self._handle_locked(inbound)
-                except IntegrityError:
-                    # Either a retry of a stored delivery, or another process created this
-                    # customer first: look again with the row now there.
-                    duplicate = await self._duplicate_outcome(inbound)
-                    if duplicate is not None:
-                        return duplicate
-                    if attempt == _ATTEMPTS:
-                        raise
-                except DBAPIError as error:
-                    if not is_retryable(error) or attempt == _ATTEMPTS:
-                        raise
-                    log.info("retrying %s after %s", mask(inbound.user_id), type(error.orig).__name__)
-            raise AssertionError("unreachable")
+        if self._in_flight >= self._max_in_flight:
+            self.stats.overloaded += 1
+            raise PipelineOverloaded(f"{self._in_flight} messages in flight")
+        self._in_flight += 1
+        try:
+            async with self._locks.hold((inbound.channel, inbound.user_id)):
+                done = await (self._through_group(inbound) if self._group_commit else self._handle_one(inbound))
+                for work in done.after_commit:
+                    await work()
+                return done.outcome
+        finally:
+            self._in_flight -= 1
 
-    async def _handle_locked(self, inbound: Inbound) -> Outcome:
-        now = self._clock.now()
+    # ------------------------------------------------------------ one message, one transaction
+
+    async def _handle_one(self, inbound: Inbound) -> _Done:
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                return await self._handle_locked(inbound)
+            except IntegrityError:
+                # Either a retry of a stored delivery, or another process created this
+                # customer first: look again with the row now there.
+                duplicate = await self._duplicate_outcome(inbound)
+                if duplicate is not None:
+                    return _Done(duplicate, [])
+                if attempt == _ATTEMPTS:
+                    raise
+            except DBAPIError as error:
+                if not is_retryable(error) or attempt == _ATTEMPTS:
+                    raise
+                log.info("retrying %s after %s", mask(inbound.user_id), type(error.orig).__name__)
+        raise AssertionError("unreachable")
+
+    async def _handle_locked(self, inbound: Inbound) -> _Done:
         async with self._sessions() as session, session.begin():
             customer, conversation = await store.lock_customer_with_conversation(
                 session, inbound.channel, inbound.user_id)
-            if customer is None:
-                customer = store.new_customer(inbound.channel, inbound.user_id, now,
-                                              unionid=inbound.unionid, source=_source_of(inbound))
-                session.add(customer)
-                await session.flush()
-                store.log_event(session, customer.id, "first_contact", now,
-                                {"channel": inbound.channel, "source": customer.source})
-            if conversation is None:
-                conversation = store.start_conversation(session, customer, now)
-                await session.flush()
-            self._apply_customer_changes(session, customer, inbound, now)
-
-            # A retry of a stored delivery fails on the unique platform message id when this is
-            # flushed (at the end, or earlier if a stage flushes): see handle().
-            conversation.last_seq += 1
-            incoming = Message(
-                conversation_id=conversation.id, customer_id=customer.id, seq=conversation.last_seq,
-                channel=inbound.channel, direction="in", kind=str(inbound.kind), text=inbound.text,
-                platform_msg_id=inbound.dedup_key, payload=inbound.payload, created_at=inbound.received_at,
-            )
-            session.add(incoming)
-
-            turn = Turn(session=session, inbound=inbound, customer=customer, conversation=conversation,
-                        message=incoming, now=now,
-                        variables={"nickname": customer.nickname or DEFAULT_NICKNAME})
-            await self._run(turn)
-
-            incoming.intent = turn.match.intent if turn.match else None
-            outgoing = []
-            for reply in turn.replies:
-                conversation.last_seq += 1
-                outgoing.append(Message(
-                    conversation_id=conversation.id, customer_id=customer.id, seq=conversation.last_seq,
-                    channel=inbound.channel, direction="out", kind="text", text=reply.text,
-                    reply_to=incoming, delivery="passive", intent=reply.intent,
-                    payload={"source": reply.source}, created_at=now,
-                ))
-            session.add_all(outgoing)
-            conversation.updated_at = now
+            turn = await self._take(session, inbound, customer, conversation)
+            outgoing = self._answer(session, turn)
+            # A retry of a stored delivery fails on the unique platform message id here (or
+            # earlier if a stage flushes): see _handle_one().
             await session.flush()
+        return self._done(turn, outgoing)
+
+    # ------------------------------------------------------------ group commit (SQLite)
+
+    async def _through_group(self, inbound: Inbound) -> _Done:
+        future: asyncio.Future[_Done] = asyncio.get_running_loop().create_future()
+        self._queue.append((inbound, future))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write(), name="pipeline group commit")
+        return await future
+
+    async def _write(self) -> None:
+        """Commit what is waiting, group by group, until nothing is; then end (no idle task).
+
+        No timer gathers a group: messages that arrive while one group is being stored form
+        the next, so a quiet service answers at once and a busy one shares more per commit.
+        """
+        try:
+            await asyncio.sleep(0)  # messages arriving in this same turn of the loop join in
+            while self._queue:
+                group = self._queue[:self._max_batch]
+                del self._queue[:self._max_batch]
+                await self._commit_group(group)
+        except BaseException:
+            # Cancelled (shut-down): whoever still waits learns it instead of waiting forever.
+            for _, future in self._queue:
+                future.cancel()
+            self._queue.clear()
+            raise
+        finally:
+            self._writer = None
+
+    async def _commit_group(self, group: list[_Waiting]) -> None:
+        try:
+            results = await self._handle_group([inbound for inbound, _ in group])
+        except asyncio.CancelledError:
+            for _, future in group:
+                future.cancel()
+            raise
+        except Exception as error:  # noqa: BLE001 - any failure: run each message on its own
+            self.stats.batch_fallbacks += 1
+            log.info("group of %d rolled back after %s; storing one at a time", len(group), type(error).__name__)
+            for inbound, future in group:
+                try:
+                    result = await self._handle_one(inbound)
+                except asyncio.CancelledError:
+                    future.cancel()
+                    raise
+                except Exception as one_error:  # noqa: BLE001 - handed to this message's caller
+                    if not future.done():
+                        future.set_exception(one_error)
+                else:
+                    if not future.done():
+                        future.set_result(result)
+            return
+        self.stats.batches += 1
+        for (_, future), result in zip(group, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+    async def _handle_group(self, inbounds: list[Inbound]) -> list[_Done]:
+        async with self._sessions() as session, session.begin():
+            known: dict[tuple[str, str], tuple[Customer | None, Conversation | None]] = dict(
+                await store.lock_customers_with_conversations(
+                    session, [(inbound.channel, inbound.user_id) for inbound in inbounds]))
+            turns = []
+            for inbound in inbounds:
+                key = (inbound.channel, inbound.user_id)
+                customer, conversation = known.get(key, (None, None))
+                turn = await self._take(session, inbound, customer, conversation)
+                known[key] = (turn.customer, turn.conversation)
+                turns.append((turn, self._answer(session, turn)))
+            # One flush for the group: the unit of work sends each table's rows together.
+            await session.flush()
+        return [self._done(turn, outgoing) for turn, outgoing in turns]
+
+    # ------------------------------------------------------------ the steps of one message
+
+    async def _take(self, session: AsyncSession, inbound: Inbound, customer: Customer | None,
+                    conversation: Conversation | None) -> Turn:
+        """Store the inbound (pending) and let the stages and the router answer it."""
+        now = self._clock.now()
+        if customer is None:
+            customer = store.new_customer(inbound.channel, inbound.user_id, now,
+                                          unionid=inbound.unionid, source=_source_of(inbound))
+            session.add(customer)
+            await session.flush()
+            store.log_event(session, customer.id, "first_contact", now,
+                            {"channel": inbound.channel, "source": customer.source})
+        if conversation is None:
+            conversation = store.start_conversation(session, customer, now)
+            await session.flush()
+        self._apply_customer_changes(session, customer, inbound, now)
+
+        conversation.last_seq += 1
+        incoming = Message(
+            conversation_id=conversation.id, customer_id=customer.id, seq=conversation.last_seq,
+            channel=inbound.channel, direction="in", kind=str(inbound.kind), text=inbound.text,
+            platform_msg_id=inbound.dedup_key, payload=inbound.payload, created_at=inbound.received_at,
+        )
+        session.add(incoming)
+
+        turn = Turn(session=session, inbound=inbound, customer=customer, conversation=conversation,
+                    message=incoming, now=now,
+                    variables={"nickname": customer.nickname or DEFAULT_NICKNAME})
+        await self._run(turn)
+        return turn
+
+    def _answer(self, session: AsyncSession, turn: Turn) -> list[Message]:
+        """The turn's replies as pending outbound messages."""
+        incoming, conversation, customer, now = turn.message, turn.conversation, turn.customer, turn.now
+        incoming.intent = turn.match.intent if turn.match else None
+        outgoing = []
+        for reply in turn.replies:
+            conversation.last_seq += 1
+            outgoing.append(Message(
+                conversation_id=conversation.id, customer_id=customer.id, seq=conversation.last_seq,
+                channel=turn.inbound.channel, direction="out", kind="text", text=reply.text,
+                reply_to=incoming, delivery="passive", intent=reply.intent,
+                payload={"source": reply.source}, created_at=now,
+            ))
+        session.add_all(outgoing)
+        conversation.updated_at = now
+        return outgoing
+
+    def _done(self, turn: Turn, outgoing: list[Message]) -> _Done:
+        """After commit: count it and hand back the answer."""
         self.stats.handled += 1
         if not turn.understood:
             self.stats.not_understood += 1
-        for work in turn.after_commit:
-            await work()
-        log.debug("handled %s from %s: %d replies", inbound.kind, mask(inbound.user_id), len(outgoing))
-        return Outcome(replies=turn.replies, message_ids=[m.id for m in outgoing])
+        log.debug("handled %s from %s: %d replies", turn.inbound.kind, mask(turn.inbound.user_id), len(outgoing))
+        return _Done(Outcome(replies=turn.replies, message_ids=[m.id for m in outgoing]), turn.after_commit)
 
     async def _run(self, turn: Turn) -> None:
         """Stages first (they may take the message), then the router, then stages again."""
@@ -136,7 +282,7 @@ class Pipeline:
             await stage.after_route(turn)
 
     def _apply_customer_changes(self, session: AsyncSession, customer: Customer, inbound: Inbound,
-                                now: object) -> None:
+                                now: datetime) -> None:
         customer.last_inbound_at = inbound.received_at
         if inbound.unionid and not customer.unionid:
             customer.unionid = inbound.unionid

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Conversation, Customer, Event, Message
@@ -41,6 +42,40 @@ async def lock_customer_with_conversation(
     query = query.with_for_update(of=Customer) if dialect == "postgresql" else query.with_for_update()
     row = (await session.execute(query)).first()
     return (None, None) if row is None else (row[0], row[1])
+
+
+async def lock_customers_with_conversations(
+    session: AsyncSession, keys: Collection[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[Customer, Conversation | None]]:
+    """Many customers (channel, external id) with their open conversations in one round trip.
+
+    The batched message path's lookup (SQLite, one writer, so no row locks are involved); a
+    customer who is not stored yet is missing from the result.
+    """
+    wanted = set(keys)
+    if not wanted:
+        return {}
+    channels = {channel for channel, _ in wanted}
+    rows = (await session.execute(
+        _customers_with_conversations,
+        {"channels": sorted(channels), "ids": sorted({external_id for _, external_id in wanted})},
+    )).all()
+    found: dict[tuple[str, str], tuple[Customer, Conversation | None]] = {}
+    for customer, conversation in rows:  # ascending conversation id: the newest open one wins
+        key = (customer.channel, customer.external_id)
+        if key in wanted:
+            found[key] = (customer, conversation)
+    return found
+
+
+# Built once: constructing and coercing a statement costs more than SQLite running it.
+_customers_with_conversations = (
+    select(Customer, Conversation)
+    .outerjoin(Conversation, and_(Conversation.customer_id == Customer.id, Conversation.state != "closed"))
+    .where(Customer.channel.in_(bindparam("channels", expanding=True)),
+           Customer.external_id.in_(bindparam("ids", expanding=True)))
+    .order_by(Customer.id, Conversation.id)
+)
 
 
 def new_customer(channel: str, external_id: str, now: datetime, **fields: Any) -> Customer:

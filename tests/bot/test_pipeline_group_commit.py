@@ -1,0 +1,103 @@
+"""Group commit on SQLite: many messages, one transaction, and still each message's own answer."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from bot.clock import SystemClock
+from bot.messages import Inbound, InboundKind
+from bot.pipeline import Pipeline, PipelineOverloaded
+from bot.turn import Turn
+from bot.understanding import build_router
+from storage.db import make_engine, make_sessionmaker
+from tests.support.db import messages
+
+
+def text(user: str, words: str, dedup: str) -> Inbound:
+    return Inbound(channel="wechat_mp", user_id=user, kind=InboundKind.TEXT, received_at=datetime.now(UTC),
+                   dedup_key=dedup, text=words, payload={"Content": words})
+
+
+class Exploding:
+    """A stage that fails on one word, as a bug in a later capability would."""
+
+    async def before_route(self, turn: Turn) -> None:
+        if turn.inbound.text == "boom":
+            raise RuntimeError("stage failed")
+
+    async def after_route(self, turn: Turn) -> None:
+        return None
+
+
+@pytest.fixture
+async def pipeline(sqlite_url, example_settings):
+    engine = make_engine(sqlite_url)
+    yield Pipeline(make_sessionmaker(engine), build_router(example_settings), SystemClock(), stages=[Exploding()])
+    await engine.dispose()
+
+
+async def test_messages_arriving_together_are_committed_together(pipeline, sqlite_url):
+    outcomes = await asyncio.gather(*(pipeline.handle(text(f"o-{i}", "几点开门", f"msg:{i}")) for i in range(30)))
+    assert all(o.replies[0].text.startswith("亲，我们的门店营业时间") and not o.duplicate for o in outcomes)
+    assert pipeline.stats.batches < 30 and pipeline.stats.handled == 30
+    stored = await messages(sqlite_url)
+    assert len(stored) == 60
+    # Each caller gets the ids of its own stored replies.
+    by_id = {m.id: m for m in stored}
+    for i, outcome in enumerate(outcomes):
+        answer = by_id[outcome.message_ids[0]]
+        question = by_id[answer.reply_to_id]
+        assert question.platform_msg_id == f"msg:{i}" and answer.direction == "out"
+
+
+async def test_a_retry_in_a_group_is_answered_from_storage_and_the_others_still_stored(pipeline, sqlite_url):
+    first = await pipeline.handle(text("o-dup", "几点开门", "msg:dup"))
+    inbounds = [text(f"o-{i}", "几点开门", f"msg:{i}") for i in range(10)]
+    inbounds.insert(5, text("o-dup", "几点开门", "msg:dup"))
+    outcomes = await asyncio.gather(*(pipeline.handle(inbound) for inbound in inbounds))
+    retried = outcomes.pop(5)
+    assert retried.duplicate and [r.text for r in retried.replies] == [r.text for r in first.replies]
+    assert retried.message_ids == first.message_ids
+    assert not any(o.duplicate for o in outcomes) and all(o.replies for o in outcomes)
+    assert pipeline.stats.batch_fallbacks >= 1
+    assert len(await messages(sqlite_url)) == 2 + 20
+    assert len(await messages(sqlite_url, "o-dup")) == 2
+
+
+async def test_a_failing_message_fails_alone(pipeline, sqlite_url):
+    inbounds = [text(f"o-{i}", "boom" if i == 3 else "几点开门", f"msg:{i}") for i in range(8)]
+    results = await asyncio.gather(*(pipeline.handle(inbound) for inbound in inbounds), return_exceptions=True)
+    assert isinstance(results[3], RuntimeError)
+    assert all(not isinstance(r, BaseException) and r.replies for i, r in enumerate(results) if i != 3)
+    assert await messages(sqlite_url, "o-3") == []
+    assert len(await messages(sqlite_url)) == 14
+
+
+async def test_one_customers_messages_keep_their_order_across_groups(pipeline, sqlite_url):
+    inbounds = []
+    for i in range(20):
+        inbounds.append(text("o-same", f"几点开门 {i}", f"msg:same:{i}"))
+        inbounds.append(text(f"o-{i}", "几点开门", f"msg:other:{i}"))
+    await asyncio.gather(*(pipeline.handle(inbound) for inbound in inbounds))
+    stored = await messages(sqlite_url, "o-same")
+    assert [m.seq for m in stored] == list(range(1, 41))
+    assert [m.text for m in stored[0::2]] == [f"几点开门 {i}" for i in range(20)]
+    for question, answer in zip(stored[0::2], stored[1::2], strict=True):
+        assert answer.reply_to_id == question.id
+
+
+async def test_beyond_the_in_flight_cap_messages_are_refused_at_once(sqlite_url, example_settings):
+    engine = make_engine(sqlite_url)
+    pipeline = Pipeline(make_sessionmaker(engine), build_router(example_settings), SystemClock(), max_in_flight=5)
+    try:
+        results = await asyncio.gather(*(pipeline.handle(text(f"o-{i}", "几点开门", f"msg:{i}")) for i in range(8)),
+                                       return_exceptions=True)
+        again = await pipeline.handle(text("o-later", "几点开门", "msg:later"))  # the backlog cleared
+    finally:
+        await engine.dispose()
+    assert [isinstance(r, PipelineOverloaded) for r in results] == [False] * 5 + [True] * 3
+    assert again.replies and pipeline.stats.overloaded == 3
+    assert len(await messages(sqlite_url)) == 2 * 6
