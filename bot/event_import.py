@@ -55,6 +55,8 @@ def add_import_parser(commands: argparse._SubParsersAction) -> None:  # type: ig
     parser.add_argument("--config", help="config file (default: $SIYU_CONFIG or ./config.toml)")
     parser.add_argument("--url", help="database URL (overrides the config and $SIYU_DATABASE_URL)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument("--progress-every", type=int, default=PROGRESS_EVERY, metavar="N",
+                        help=f"a progress line on stderr every N rows (default {PROGRESS_EVERY})")
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.set_defaults(func=run_import)
 
@@ -149,7 +151,8 @@ def run_import(args: argparse.Namespace) -> int:
         return 2
     settings = _settings(args)
     try:
-        tally = asyncio.run(import_file(path, fmt, settings, progress=not args.quiet))
+        tally = asyncio.run(import_file(path, fmt, settings,
+                                        progress=0 if args.quiet else max(1, args.progress_every)))
     except RowsError as error:
         print(f"siyu import: {error}", file=sys.stderr)
         return 2
@@ -158,7 +161,7 @@ def run_import(args: argparse.Namespace) -> int:
     return 1 if tally.error else 0
 
 
-async def import_file(path: Path, fmt: str, settings: Settings, *, progress: bool = True,
+async def import_file(path: Path, fmt: str, settings: Settings, *, progress: int = PROGRESS_EVERY,
                       context: EventContext | None = None) -> ImportTally:
     from bot.clock import SystemClock
     from storage.db import make_engine, make_sessionmaker
@@ -187,7 +190,7 @@ async def import_file(path: Path, fmt: str, settings: Settings, *, progress: boo
             setattr(tally, result_status, getattr(tally, result_status) + 1)
             if error:
                 print(f"{path}:{error.removeprefix('line ')}", file=sys.stderr)
-            if progress and tally.rows % PROGRESS_EVERY == 0:
+            if progress and tally.rows % progress == 0:
                 rate = tally.rows / max(time.monotonic() - started, 1e-9)
                 print(f"… {tally.rows} rows ({tally.applied} applied, {tally.duplicate} duplicate, "
                       f"{tally.error} failed; {rate:.0f} rows/s)", file=sys.stderr, flush=True)

@@ -238,6 +238,15 @@ async def _move_matching(sessions: async_sessionmaker[AsyncSession], condition: 
     call_reactions = not isinstance(reactions, NoReactions)
     while True:
         async with sessions() as session, session.begin():
+            if session.bind.dialect.name == "postgresql":
+                moved = await _move_batch_postgresql(session, condition, to_stage, reason, now,
+                                                     after, batch_size)
+                if not moved:
+                    return moved_total
+                after = max(moved)
+                await _react(session, moved, to_stage, now, reactions)
+                moved_total += len(moved)
+                continue
             candidates = list((await session.execute(
                 select(Customer.id).where(condition, Customer.id > after)
                 .order_by(Customer.id).limit(batch_size)
@@ -253,9 +262,9 @@ async def _move_matching(sessions: async_sessionmaker[AsyncSession], condition: 
                 continue
             previous: dict[int, str] = {}
             if call_reactions:
-                previous = dict((await session.execute(
+                previous = {row[0]: row[1] for row in (await session.execute(
                     select(Customer.id, Customer.stage).where(Customer.id.in_(ids))
-                )).all())
+                )).all()}
             await session.execute(insert(StageChange).from_select(
                 ["customer_id", "from_stage", "to_stage", "reason", "occurred_at"],
                 select(Customer.id, Customer.stage, literal(str(to_stage)), literal(reason),
@@ -267,13 +276,40 @@ async def _move_matching(sessions: async_sessionmaker[AsyncSession], condition: 
                 .values(stage=str(to_stage), stage_changed_at=now)
                 .execution_options(synchronize_session=False)
             )
-            if call_reactions:
-                for customer in (await session.execute(
-                        select(Customer).where(Customer.id.in_(ids)).order_by(Customer.id)
-                        .execution_options(populate_existing=True))).scalars():
-                    await reactions.on_stage_change(session, customer, previous.get(customer.id),
-                                                    str(to_stage), now)
+            await _react(session, previous, to_stage, now, reactions)
             moved_total += len(ids)
+
+
+async def _move_batch_postgresql(session: AsyncSession, condition: ColumnElement[bool], to_stage: str,
+                                 reason: str, now: datetime, after: int, batch_size: int) -> dict[int, str]:
+    """One statement per batch: pick (skipping customers locked by a message in flight), log, move."""
+    picked = (select(Customer.id, Customer.stage).where(condition, Customer.id > after)
+              .order_by(Customer.id).limit(batch_size).with_for_update(skip_locked=True).cte("picked"))
+    # id = ANY(ARRAY(…)) keeps the update on the primary key whatever the planner guesses of the CTE.
+    moved = (update(Customer)
+             .where(Customer.id == func.any(func.array(select(picked.c.id).scalar_subquery())))
+             .values(stage=str(to_stage), stage_changed_at=now)
+             .returning(Customer.id).cte("moved"))
+    result = await session.execute(
+        insert(StageChange).from_select(
+            ["customer_id", "from_stage", "to_stage", "reason", "occurred_at"],
+            select(picked.c.id, picked.c.stage, literal(str(to_stage)), literal(reason),
+                   literal(now, UTCDateTime()))
+            .where(picked.c.id.in_(select(moved.c.id))),
+        ).returning(StageChange.customer_id, StageChange.from_stage)
+    )
+    return {row[0]: row[1] for row in result.all()}
+
+
+async def _react(session: AsyncSession, previous: dict[int, str], to_stage: str, now: datetime,
+                 reactions: Reactions) -> None:
+    """Hand the moved customers to the flow engine, loaded in one query per batch."""
+    if isinstance(reactions, NoReactions) or not previous:
+        return
+    for customer in (await session.execute(
+            select(Customer).where(Customer.id.in_(list(previous))).order_by(Customer.id)
+            .execution_options(populate_existing=True))).scalars():
+        await reactions.on_stage_change(session, customer, previous.get(customer.id), str(to_stage), now)
 
 
 async def acquire_sweep_lock(sessions: async_sessionmaker[AsyncSession], name: str, holder: str,

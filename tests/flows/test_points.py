@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import select
@@ -83,8 +84,7 @@ async def test_expire_points_writes_expire_rows_and_lowers_balances(backend_url)
         assert summary.expiring_soon == 0 and summary.expiring_on is None
 
 
-async def test_points_for_amount_rounds_down():
-    assert points.points_for_amount(__import__("decimal").Decimal("199.99"), SETTINGS) == 199
-    assert points.points_for_amount(__import__("decimal").Decimal("10"),
+def test_points_for_amount_rounds_down():
+    assert points.points_for_amount(Decimal("199.99"), SETTINGS) == 199
+    assert points.points_for_amount(Decimal("10"),
                                     PointsSettings(earn_per_yuan=0)) == 0
-    assert date.today()  # keep the import used
