@@ -115,12 +115,12 @@ async def dispatch_due_touches(sessions: async_sessionmaker[AsyncSession], sende
             by_customer.setdefault(customer_id, []).append(touch_id)
         gate = asyncio.Semaphore(concurrency)
 
-        async def _customer(touch_ids: Sequence[int]) -> None:
+        async def _customer(customer_id: int, touch_ids: Sequence[int]) -> None:
             async with gate:
                 for touch_id in touch_ids:
-                    await _deliver_one(sessions, senders, settings, clock, touch_id, lease, stats)
+                    await _deliver_one(sessions, senders, settings, clock, customer_id, touch_id, lease, stats)
 
-        await asyncio.gather(*(_customer(ids) for ids in by_customer.values()))
+        await asyncio.gather(*(_customer(customer_id, ids) for customer_id, ids in by_customer.items()))
         log.debug("worker %s: %s", worker_id, stats)
         total.add(stats)
         if len(claimed) < settings.batch_size:
@@ -141,19 +141,19 @@ async def _prepare(senders: Mapping[str, Sender]) -> None:
 
 
 async def _deliver_one(sessions: async_sessionmaker[AsyncSession], senders: Mapping[str, Sender],
-                       settings: TouchPolicySettings, clock: Clock, touch_id: int, lease: datetime,
-                       stats: DispatchStats) -> None:
+                       settings: TouchPolicySettings, clock: Clock, customer_id: int, touch_id: int,
+                       lease: datetime, stats: DispatchStats) -> None:
     try:
         async with sessions() as session, session.begin():
-            await _deliver_locked(session, senders, settings, clock, touch_id, lease, stats)
+            await _deliver_locked(session, senders, settings, clock, customer_id, touch_id, lease, stats)
     except Exception:  # noqa: BLE001 - one touch's database trouble must not stop the batch
         stats.errors += 1
         log.exception("touch %s: dispatch failed; it is retried after its lease", touch_id)
 
 
 async def _deliver_locked(session: AsyncSession, senders: Mapping[str, Sender], settings: TouchPolicySettings,
-                          clock: Clock, touch_id: int, lease: datetime, stats: DispatchStats) -> None:
-    customer_id = (await session.execute(select(Touch.customer_id).where(Touch.id == touch_id))).scalar_one()
+                          clock: Clock, customer_id: int, touch_id: int, lease: datetime,
+                          stats: DispatchStats) -> None:
     # Customer first, touch second: the same order as the message path, which may cancel touches.
     customer = (
         await session.execute(select(Customer).where(Customer.id == customer_id).with_for_update())

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Touch
@@ -141,6 +142,42 @@ async def enqueue_touch(
     return (
         await session.execute(select(Touch).where(Touch.idempotency_key == idempotency_key))
     ).scalar_one()
+
+
+async def enqueue_touches(session: AsyncSession, touches: list[dict[str, Any]],
+                          now: datetime | None = None) -> int:
+    """Bulk `enqueue_touch` (broadcasts, imports): same validation, one insert-ignore statement.
+
+    Each item holds enqueue_touch's keyword arguments. Returns how many rows were new.
+    """
+    created = now or datetime.now(UTC)
+    rows = []
+    for item in touches:
+        kind, body, template = item["kind"], item["body"], item.get("template")
+        if kind not in (TouchKind.SERVICE, TouchKind.MARKETING):
+            raise TouchError(f"unknown touch kind {kind!r}; use service or marketing")
+        validate_body(body)
+        if template is not None:
+            if kind == TouchKind.MARKETING:
+                raise TouchError("WeChat forbids marketing in template messages")
+            validate_template(template)
+        if item["due_at"].tzinfo is None:
+            raise TouchError("due_at must be timezone-aware")
+        rows.append({"customer_id": item["customer_id"], "flow_run_id": item.get("flow_run_id"), "kind": str(kind),
+                     "body": body, "template": template, "priority": item.get("priority", 0),
+                     "defer_when_capped": item.get("defer_when_capped", False),
+                     "idempotency_key": item["idempotency_key"], "status": TouchStatus.PENDING.value,
+                     "attempts": 0, "due_at": item["due_at"], "created_at": created})
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        statement: Any = postgresql.insert(Touch).values(rows).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        statement = sqlite.insert(Touch).values(rows).on_conflict_do_nothing()
+    else:
+        statement = mysql.insert(Touch).values(rows).prefix_with("IGNORE")
+    return int((await session.execute(statement)).rowcount or 0)
 
 
 async def cancel_touches(

@@ -210,5 +210,5 @@ async def test_a_cancelled_touch_is_dropped_even_after_it_was_claimed(sessions, 
     async with sessions() as session, session.begin():
         await cancel_touches(session, customer_id=customer_id, reason="order_paid")
     stats = DispatchStats()
-    await _deliver_one(sessions, senders, SETTINGS, clock, touch_id, lease, stats)
+    await _deliver_one(sessions, senders, SETTINGS, clock, customer_id, touch_id, lease, stats)
     assert stats.dropped == 1 and fake_api.sent == []

@@ -68,3 +68,18 @@ async def test_cancel_marks_only_matching_pending_touches_skipped(sessions) -> N
                   for t in (await session.execute(select(Touch))).scalars()}
     assert stored == {"a": ("skipped", "order_paid"), "b": ("pending", None),
                       "c": ("pending", None), "d": ("pending", None)}
+
+
+async def test_bulk_enqueue_validates_and_ignores_existing_keys(sessions) -> None:
+    from bot.touches import enqueue_touches
+
+    customer_id = await add_customer(sessions)
+    items = [{"customer_id": customer_id, "kind": "marketing", "body": TEXT, "due_at": T0,
+              "idempotency_key": f"b{n}"} for n in range(3)]
+    async with sessions() as session, session.begin():
+        assert await enqueue_touches(session, items[:2], now=T0) == 2
+    async with sessions() as session, session.begin():
+        assert await enqueue_touches(session, items, now=T0) == 1
+    async with sessions() as session, session.begin():
+        with pytest.raises(TouchError):
+            await enqueue_touches(session, [{**items[0], "kind": "promo"}])
