@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from handlers.nlu.engine import IntentEngine  # noqa: E402
-from handlers.nlu.settings import IntentSpec, NluSettings  # noqa: E402
+from handlers.nlu.engine import IntentEngine
+from handlers.nlu.settings import IntentSpec, NluSettings
 
 _HAN = [chr(c) for c in range(0x4E00, 0x4E00 + 3000)]
 _OPENERS = ["我想", "帮我", "请问", "能不能", "我要", "麻烦", "想问下", "", "那个", "亲"]
@@ -36,7 +36,7 @@ def synthetic_intents(intents: int, examples: int, seed: int) -> tuple[list[Inte
         topic = ["".join(rng.sample(_HAN, rng.randint(2, 3))) for _ in range(4)]
         verbs = ["".join(rng.sample(_HAN, 2)) for _ in range(3)]
 
-        def phrase() -> str:
+        def phrase(verbs: list[str] = verbs, topic: list[str] = topic) -> str:
             return (rng.choice(_OPENERS) + rng.choice(verbs) + rng.choice(topic)
                     + rng.choice(["", rng.choice(topic)]) + rng.choice(_CLOSERS))
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -106,7 +107,7 @@ class IntentClassifier:
 def _tag_ngrams(tags: Callable[[str], list[str]]) -> Callable[[str], list[str]]:
     def grams(text: str) -> list[str]:
         sequence = ["^", *tags(text), "$"]
-        return [*sequence[1:-1], *(f"{a} {b}" for a, b in zip(sequence, sequence[1:]))]
+        return [*sequence[1:-1], *(f"{a} {b}" for a, b in pairwise(sequence))]
 
     return grams
 

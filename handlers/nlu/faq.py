@@ -16,7 +16,6 @@ import scipy.sparse as sp
 from handlers.nlu.features import TfidfBlocks, char_ngrams
 from handlers.nlu.settings import FaqEntry
 
-
 # Up to this many (features × question variants) cells the index is kept dense (16 MB).
 _DENSE_CELLS = 4_000_000
 
@@ -48,13 +47,14 @@ class FaqIndex:
         self._features = TfidfBlocks([char_ngrams(2), words])
         self._columns: sp.csr_matrix | np.ndarray | None = None
         if texts:
-            # Each block is unit length; halving the sum keeps the cosine in 0..1. Stored
-            # feature-major: a message touches few features, so we read only their rows.
+            # Two unit-length blocks: dividing by √2 makes the whole vector unit length, so a
+            # dot product is the cosine. Stored feature-major: a message touches few features,
+            # so we read only their rows.
             matrix = self._features.fit_transform(texts) / np.float32(np.sqrt(2.0))
-            self._columns = sp.csr_matrix(matrix.T)
-            if matrix.shape[0] * matrix.shape[1] <= _DENSE_CELLS:
-                # Row slicing a sparse matrix costs ~200 µs in scipy; a dense gather ~5 µs.
-                self._columns = self._columns.toarray()
+            columns = sp.csr_matrix(matrix.T)
+            # Row slicing a sparse matrix costs ~200 µs in scipy; a dense gather ~5 µs.
+            small = matrix.shape[0] * matrix.shape[1] <= _DENSE_CELLS
+            self._columns = columns.toarray() if small else columns
 
     def exact(self, normalized: str) -> FaqEntry | None:
         position = self._exact.get(normalized)
