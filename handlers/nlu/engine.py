@@ -13,7 +13,8 @@ from handlers.nlu.rules import IntentRules
 from handlers.nlu.segment import Segmenter
 from handlers.nlu.settings import FaqEntry, IntentSpec, NluSettings
 
-# The classifier's own label for "belongs to no intent", trained from `nlu.out_of_scope`.
+# The classifier's own label for "belongs to no intent", trained from `nlu.out_of_scope`
+# (evaluation files use the same word).
 NONE_LABEL = "none"
 FAQ_PREFIX = "faq:"
 

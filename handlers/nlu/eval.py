@@ -12,10 +12,17 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from handlers.matching import Matcher
-from handlers.nlu.engine import NONE_LABEL, IntentEngine
 from handlers.nlu.settings import FaqEntry, IntentSpec, NluSettings
+
+if TYPE_CHECKING:
+    from handlers.nlu.engine import IntentEngine
+
+# Same as handlers.nlu.engine.NONE_LABEL; repeated so that registering the command does not
+# import scikit-learn (the engine is imported when an evaluation runs).
+NONE_LABEL = "none"
 
 
 class EvalError(Exception):
@@ -100,6 +107,8 @@ def build_from_examples(examples: Sequence[Example], nlu: NluSettings) -> Intent
     except ValueError as error:
         raise EvalError(f"bad training label: {error}") from None
     settings = nlu.model_copy(update={"out_of_scope": out_of_scope})
+    from handlers.nlu.engine import IntentEngine
+
     return IntentEngine.build(intents, [], settings)
 
 
@@ -214,6 +223,8 @@ def _run_eval(args: argparse.Namespace) -> int:
         overrides = _explicit(args)
         print(f"building {len(intents)} intents and {len(faq)} FAQ entries from {args.config} …",
               file=sys.stderr, flush=True)
+        from handlers.nlu.engine import IntentEngine
+
         matcher = IntentEngine.build(intents, faq, nlu.model_copy(update=overrides))
         train_size = sum(len(i.examples) for i in intents)
     build_s = time.perf_counter() - started
