@@ -17,6 +17,9 @@ from handlers.nlu.settings import FaqEntry, IntentSpec, NluSettings
 # (evaluation files use the same word).
 NONE_LABEL = "none"
 FAQ_PREFIX = "faq:"
+# The classifier and FAQ read at most this much of a message: intent shows in the first
+# sentences, and a pasted essay must not cost milliseconds on the message path.
+MAX_SCORED_CHARS = 300
 
 
 class IntentEngine:
@@ -87,6 +90,7 @@ class IntentEngine:
         entry = self._faq.exact(normalized)
         if entry is not None:
             return _faq_match(entry, 1.0)
+        normalized = normalized[:MAX_SCORED_CHARS]
         found = self._classify(normalized)
         if found is not None:
             return found

@@ -124,3 +124,8 @@ def test_nlu_settings_validation() -> None:
         NluSettings(synonyms={"积分": ["分"], "分数": ["分"]})
     with pytest.raises(ValidationError, match="Extra inputs"):
         NluSettings(treshold=0.3)
+
+
+def test_long_message_is_scored_on_its_start(engine: IntentEngine) -> None:
+    match = engine.match("我的积分还剩多少" + "。" * 5 + "啊" * 5000)
+    assert match is not None and match.intent == "points"
