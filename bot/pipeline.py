@@ -203,7 +203,13 @@ class Pipeline:
                 turn = await self._take(session, inbound, customer, conversation)
                 known[key] = (turn.customer, turn.conversation)
                 turns.append((turn, self._answer(session, turn)))
-            # One flush for the group: the unit of work sends each table's rows together.
+            # SQLite has one writer and this transaction holds its lock: give the new messages
+            # their ids here, so one flush sends them all in one executemany.
+            new = [m for turn, outgoing in turns for m in (turn.message, *outgoing) if m.id is None]
+            if new:
+                first = await store.next_message_id(session)
+                for offset, message in enumerate(new):
+                    message.id = first + offset
             await session.flush()
         return [self._done(turn, outgoing) for turn, outgoing in turns]
 

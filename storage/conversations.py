@@ -6,7 +6,7 @@ from datetime import datetime
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Conversation, Customer, Event, Message
@@ -29,19 +29,39 @@ async def lock_customer(session: AsyncSession, channel: str, external_id: str) -
 async def lock_customer_with_conversation(
     session: AsyncSession, channel: str, external_id: str
 ) -> tuple[Customer | None, Conversation | None]:
-    """The locked customer and their open conversation in one round trip (the message path's)."""
-    query = (
-        select(Customer, Conversation)
-        .outerjoin(Conversation, and_(Conversation.customer_id == Customer.id, Conversation.state != "closed"))
-        .where(Customer.channel == channel, Customer.external_id == external_id)
-        .order_by(Conversation.id.desc())
-        .limit(1)
-    )
-    dialect = session.get_bind().dialect.name
-    # PostgreSQL refuses FOR UPDATE on the nullable side of an outer join; MariaDB knows no OF.
-    query = query.with_for_update(of=Customer) if dialect == "postgresql" else query.with_for_update()
-    row = (await session.execute(query)).first()
+    """The locked customer and their open conversation (the message path's read).
+
+    One round trip on SQLite and MariaDB. PostgreSQL refuses FOR UPDATE on the nullable side
+    of an outer join, and when a locked row changed while it waited it re-reads only that row,
+    keeping the join's conversation as its snapshot saw it (a stale `last_seq`): there the
+    conversation is read by a second statement, after the lock is held.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        customer = await lock_customer(session, channel, external_id)
+        if customer is None:
+            return None, None
+        conversation = (await session.execute(_open_conversation, {"customer_id": customer.id})).scalar()
+        return customer, conversation
+    row = (await session.execute(_locked_customer_with_conversation,
+                                 {"channel": channel, "external_id": external_id})).first()
     return (None, None) if row is None else (row[0], row[1])
+
+
+# Built once: constructing and coercing a statement costs more than SQLite running it.
+_locked_customer_with_conversation = (
+    select(Customer, Conversation)
+    .outerjoin(Conversation, and_(Conversation.customer_id == Customer.id, Conversation.state != "closed"))
+    .where(Customer.channel == bindparam("channel"), Customer.external_id == bindparam("external_id"))
+    .order_by(Conversation.id.desc())
+    .limit(1)
+    .with_for_update()
+)
+_open_conversation = (
+    select(Conversation)
+    .where(Conversation.customer_id == bindparam("customer_id"), Conversation.state != "closed")
+    .order_by(Conversation.id.desc())
+    .limit(1)
+)
 
 
 async def lock_customers_with_conversations(
@@ -68,7 +88,6 @@ async def lock_customers_with_conversations(
     return found
 
 
-# Built once: constructing and coercing a statement costs more than SQLite running it.
 _customers_with_conversations = (
     select(Customer, Conversation)
     .outerjoin(Conversation, and_(Conversation.customer_id == Customer.id, Conversation.state != "closed"))
@@ -76,6 +95,20 @@ _customers_with_conversations = (
            Customer.external_id.in_(bindparam("ids", expanding=True)))
     .order_by(Customer.id, Conversation.id)
 )
+
+
+async def next_message_id(session: AsyncSession) -> int:
+    """The first unused message id, for a writer that assigns ids itself.
+
+    Only sound while this transaction holds the database's one write lock (SQLite's BEGIN
+    IMMEDIATE): nobody else can insert until commit. Rows with known ids go to the database
+    in one executemany, where ids the database assigns need one INSERT … RETURNING per row.
+    """
+    with session.no_autoflush:
+        return ((await session.execute(_max_message_id)).scalar() or 0) + 1
+
+
+_max_message_id = select(func.max(Message.id))
 
 
 def new_customer(channel: str, external_id: str, now: datetime, **fields: Any) -> Customer:

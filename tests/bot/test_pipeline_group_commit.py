@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from bot.clock import SystemClock
+from bot.console.stage import HandoffStage
 from bot.messages import Inbound, InboundKind
 from bot.pipeline import Pipeline, PipelineOverloaded
 from bot.turn import Turn
@@ -101,3 +102,20 @@ async def test_beyond_the_in_flight_cap_messages_are_refused_at_once(sqlite_url,
     assert [isinstance(r, PipelineOverloaded) for r in results] == [False] * 5 + [True] * 3
     assert again.replies and pipeline.stats.overloaded == 3
     assert len(await messages(sqlite_url)) == 2 * 6
+
+
+async def test_a_stage_that_flushes_inside_a_group_keeps_every_row(sqlite_url, example_settings):
+    """Escalation flushes mid-group; the messages after it still get their own ids and answers."""
+    engine = make_engine(sqlite_url)
+    pipeline = Pipeline(make_sessionmaker(engine), build_router(example_settings), SystemClock(),
+                        stages=[HandoffStage(example_settings.staff)])
+    try:
+        inbounds = [text(f"o-{i}", "转人工" if i == 2 else "几点开门", f"msg:{i}") for i in range(6)]
+        outcomes = await asyncio.gather(*(pipeline.handle(inbound) for inbound in inbounds))
+    finally:
+        await engine.dispose()
+    assert pipeline.stats.batch_fallbacks == 0
+    assert outcomes[2].replies[-1].intent == "handoff"
+    stored = await messages(sqlite_url)
+    assert len(stored) == 12 and len({m.id for m in stored}) == 12
+    assert sorted(i for o in outcomes for i in o.message_ids) == sorted(m.id for m in stored if m.direction == "out")
