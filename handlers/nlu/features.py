@@ -73,7 +73,9 @@ class TfidfBlocks:
                 column = vocabulary.get(term)
                 if column is not None:
                     columns.append(column)
-                    values.append((1.0 + math.log(count)) * float(idf[column]))
+                    # Sublinear tf; most terms occur once, and log(1) is 0.
+                    tf = 1.0 + math.log(count) if count > 1 else 1.0
+                    values.append(tf * float(idf[column]))
             norm = math.sqrt(sum(v * v for v in values[start:]))
             if norm:
                 values[start:] = [v * weight / norm for v in values[start:]]
