@@ -78,7 +78,7 @@ class CountingReactions:
 
 
 async def run(url: str, customers: int, schema: str, keep: bool, with_reactions: bool,
-              fillfactor: int = 0) -> int:
+              fillfactor: int = 0, batch_size: int = 2000) -> int:
     admin = create_async_engine(url)
     async with admin.begin() as connection:
         await connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
@@ -102,7 +102,7 @@ async def run(url: str, customers: int, schema: str, keep: bool, with_reactions:
         print(f"seeded {customers:,} customers in {time.perf_counter() - started:.1f} s", flush=True)
 
         reactions = CountingReactions() if with_reactions else None
-        settings = LifecycleSettings()
+        settings = LifecycleSettings(sweep_batch_size=batch_size)
         started = time.perf_counter()
         counts = await lifecycle_sweep(make_sessionmaker(engine), settings, NOW, reactions)
         elapsed = time.perf_counter() - started
@@ -141,11 +141,13 @@ def main() -> int:
                         help="hand every moved customer to a reactions object (loads them in batches)")
     parser.add_argument("--fillfactor", type=int, default=0,
                         help="override the customers table's fillfactor (default: the schema's, 80)")
+    parser.add_argument("--batch-size", type=int, default=LifecycleSettings().sweep_batch_size,
+                        help="[lifecycle] sweep_batch_size (customers per transaction)")
     args = parser.parse_args()
     if not args.url.startswith("postgresql+asyncpg://"):
         parser.error("--url must be a postgresql+asyncpg:// URL")
     return asyncio.run(run(args.url, args.customers, args.schema, args.keep, args.with_reactions,
-                           args.fillfactor))
+                           args.fillfactor, args.batch_size))
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ class LifecycleSettings(_Strict):
     churn_inactive_days: int = Field(180, ge=1)
     churn_on_unsubscribe: bool = True
     # The sweep moves this many customers per transaction.
-    sweep_batch_size: int = Field(2000, ge=1, le=10000)
+    sweep_batch_size: int = Field(5000, ge=1, le=10000)
 
     @field_validator("at_risk_stages")
     @classmethod
