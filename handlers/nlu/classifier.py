@@ -3,10 +3,11 @@
 Features are TF-IDF blocks (sublinear tf, each block L2-normalised) of character 1-, 2- and
 3-grams with start/end markers, jieba words, and jieba part-of-speech tags and tag pairs
 (see features.py). The tags add a little knowledge of the language that a few examples cannot
-give — that 周杰伦 is a person and 杭州 a place — and helped most with few examples per intent. Two linear models are fitted with
-scikit-learn — a linear SVM and a one-vs-rest logistic regression — and their per-class scores, each
-standardised across classes, are averaged. Cross-validation on short Chinese queries showed the
-pair beats either alone (the SVM with many examples, the regression with few).
+give — that 周杰伦 is a person and 杭州 a place — and helped most with few examples per intent.
+
+Two linear models are fitted with scikit-learn, a linear SVM and a one-vs-rest logistic
+regression. Cross-validation on short Chinese queries showed the pair ranks intents better than
+either alone (the SVM with many examples per intent, the regression with few).
 
 After fitting we keep only the coefficients and score one message by hand: a dictionary look-up
 per n-gram, then one small dense product — scikit-learn's own predict costs far more per row.
@@ -32,6 +33,7 @@ from handlers.nlu.features import TfidfBlocks, char_ngrams
 # How sure: the regression's own one-vs-rest probability (a sigmoid of its score) for that
 # intent. Unlike a softmax over standardised scores it stays low when the message shares
 # little with any example (random typing, other topics), which is what the threshold needs.
+
 # Relative weight of the feature blocks (char 1-, 2-, 3-grams, words, tags), chosen by
 # cross-validation on a public 31-intent data set of short queries.
 BLOCK_WEIGHTS = (1.0, 1.0, 0.7, 1.0, 0.5)
@@ -126,13 +128,14 @@ def _sigmoid(x: float) -> float:
 
 
 def _per_class(coef: np.ndarray, n_classes: int) -> np.ndarray:
-    """(features, classes) coefficients; binary models have one row meaning "second class"."""
+    """(features, classes) coefficients; binary models have one row meaning "second class",
+    so the first class gets its negation (a sigmoid of either is then that class's probability)."""
     if n_classes == 2:
-        return np.hstack([-coef.T, coef.T]) / 2.0
+        return np.hstack([-coef.T, coef.T])
     return coef.T
 
 
 def _per_class_bias(intercept: np.ndarray, n_classes: int) -> np.ndarray:
     if n_classes == 2:
-        return np.concatenate([-intercept, intercept]) / 2.0
+        return np.concatenate([-intercept, intercept])
     return intercept

@@ -129,3 +129,11 @@ def test_nlu_settings_validation() -> None:
 def test_long_message_is_scored_on_its_start(engine: IntentEngine) -> None:
     match = engine.match("我的积分还剩多少" + "。" * 5 + "啊" * 5000)
     assert match is not None and match.intent == "points"
+
+
+def test_one_intent_with_out_of_scope_examples() -> None:
+    engine = build_matcher([IntentSpec(name="points", examples=POINTS, reply="积分")], [],
+                           NluSettings(out_of_scope=OUT_OF_SCOPE))
+    match = engine.match("我的积分余额多少")
+    assert match is not None and match.intent == "points" and match.confidence > 0.5
+    assert engine.match("今天天气怎么样") is None
