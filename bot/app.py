@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
@@ -18,16 +18,18 @@ from bot.channels.wechat_api import WechatApi
 from bot.channels.wechat_mp import CHANNEL as WECHAT_MP, WechatMpCallback, WechatMpSender
 from bot.clock import Clock, SystemClock
 from bot.console.routes import CONSOLE_HUB, add_console_routes
-from bot.console.stage import HandoffStage
 from bot.console.sweeper import sweep_unclaimed
 from bot.config import Settings
-from bot.events_api import add_event_routes
+from bot.events_api import EVENT_REACTIONS, add_event_routes
+from bot.message_path import build_flow_engine, build_stages
 from bot.metrics import Metrics
 from bot.outbox import Outbox, Sender
 from bot.pipeline import Pipeline
 from bot.touch_dispatch import default_worker_id, dispatch_due_touches
-from bot.touch_policy import ConsentAndWindowStage
 from bot.understanding import build_router
+from flows.engine import FlowEngine
+from flows.lifecycle import lifecycle_sweep
+from flows.points import expire_points
 from storage.db import database_reachable, make_engine, make_sessionmaker
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,8 @@ WECHAT_MP_CALLBACK = web.AppKey("wechat_mp_callback", WechatMpCallback)
 WECHAT_MP_API = web.AppKey("wechat_mp_api", WechatApi)
 SIMULATOR = web.AppKey("simulator", SimulatorChannel)
 SENDERS = web.AppKey("senders", dict)
+FLOWS = web.AppKey("flows", FlowEngine)
+WORKER_ID = default_worker_id()
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> web.Application:
@@ -110,8 +114,12 @@ async def _message_path(app: web.Application) -> AsyncIterator[None]:
     # Building the matchers is CPU work (segmentation, classifier): keep it off the event loop.
     router = await asyncio.get_running_loop().run_in_executor(None, build_router, settings)
     notify = app[CONSOLE_HUB].notify if CONSOLE_HUB in app else None
-    pipeline = Pipeline(app[keys.SESSIONS], router, app[keys.CLOCK],
-                        stages=[ConsentAndWindowStage(settings.touches), HandoffStage(settings.staff, notify)])
+    flows = build_flow_engine(settings, app[keys.SESSIONS])
+    await flows.save_versions(app[keys.CLOCK].now())
+    app[FLOWS] = flows
+    if EVENT_REACTIONS not in app:  # tests may watch the reactions instead
+        app[EVENT_REACTIONS] = flows  # business events start and end flows
+    pipeline = Pipeline(app[keys.SESSIONS], router, app[keys.CLOCK], stages=build_stages(settings, flows, notify))
     senders: dict[str, Sender] = {SIMULATOR_CHANNEL: SimulatorSender()}
     mp = settings.channels.wechat_mp
     if mp.enabled:
@@ -133,45 +141,66 @@ async def _message_path(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _scheduler(app: web.Application) -> AsyncIterator[None]:
+    """Periodic sweepers. Each claims its work in the database, so every process may run them."""
+    settings = app[keys.SETTINGS]
     scheduler = AsyncIOScheduler(timezone="UTC")
-    if WECHAT_MP_API in app:
-        # Refresh the shared access token ahead of expiry so no message waits for it.
-        scheduler.add_job(_refresh_token, "interval", seconds=60, args=[app[WECHAT_MP_API]],
-                          id="wechat_mp_token", max_instances=1, coalesce=True)
-    if app[keys.SETTINGS].staff.enabled:
-        # Chats queued longer than [staff] wait_minutes get one wait message.
-        scheduler.add_job(_sweep_unclaimed, "interval", seconds=30, args=[app], id="staff_wait_message",
+
+    def every(seconds: float, job: Callable[[web.Application], Awaitable[object]]) -> None:
+        scheduler.add_job(_logged, "interval", seconds=seconds, args=[job, app], id=job.__name__,
                           max_instances=1, coalesce=True)
-    # Due touches are rows claimed under a lease, so every process can run this job.
-    scheduler.add_job(_dispatch_touches, "interval", seconds=app[keys.SETTINGS].touches.dispatch_interval_seconds,
-                      args=[app, default_worker_id()], id="touch_dispatch", max_instances=1, coalesce=True)
+
+    if WECHAT_MP_API in app:
+        every(60, _refresh_token)  # ahead of expiry, so no message waits for a token
+    if settings.staff.enabled:
+        every(30, _sweep_unclaimed)  # chats queued past [staff] wait_minutes get one wait message
+    every(settings.touches.dispatch_interval_seconds, _dispatch_touches)
+    every(FLOW_SWEEP_SECONDS, _advance_flows)
+    every(LIFECYCLE_SWEEP_SECONDS, _sweep_lifecycle)
+    every(POINTS_EXPIRY_SECONDS, _expire_points)
     app[keys.SCHEDULER] = scheduler
     scheduler.start()
     yield
     scheduler.shutdown(wait=False)
 
 
-async def _dispatch_touches(app: web.Application, worker_id: str) -> None:
-    try:
-        await dispatch_due_touches(app[keys.SESSIONS], app[SENDERS], app[keys.SETTINGS].touches,
-                                   app[keys.CLOCK], worker_id)
-    except Exception:  # noqa: BLE001 - the next run retries; leases release what this one held
-        log.exception("touch dispatch failed")
+FLOW_SWEEP_SECONDS = 30
+LIFECYCLE_SWEEP_SECONDS = 600
+POINTS_EXPIRY_SECONDS = 3600
 
 
-async def _refresh_token(api: WechatApi) -> None:
+async def _logged(job: Callable[[web.Application], Awaitable[object]], app: web.Application) -> None:
     try:
-        await api.access_token()
-    except Exception:  # noqa: BLE001 - next run retries; messages refresh on demand too
-        log.exception("access token refresh failed")
+        await job(app)
+    except Exception:  # noqa: BLE001 - the next run retries; what a run claimed is released by its lease
+        log.exception("%s failed", job.__name__)
+
+
+async def _dispatch_touches(app: web.Application) -> None:
+    await dispatch_due_touches(app[keys.SESSIONS], app[SENDERS], app[keys.SETTINGS].touches,
+                               app[keys.CLOCK], WORKER_ID)
+
+
+async def _refresh_token(app: web.Application) -> None:
+    await app[WECHAT_MP_API].access_token()
 
 
 async def _sweep_unclaimed(app: web.Application) -> None:
-    try:
-        await sweep_unclaimed(app[keys.SESSIONS], app[keys.OUTBOX], app[keys.SETTINGS].staff, app[keys.CLOCK].now(),
-                              app[CONSOLE_HUB].notify if CONSOLE_HUB in app else None)
-    except Exception:  # noqa: BLE001 - the next run retries
-        log.exception("staff wait-message sweep failed")
+    await sweep_unclaimed(app[keys.SESSIONS], app[keys.OUTBOX], app[keys.SETTINGS].staff, app[keys.CLOCK].now(),
+                          app[CONSOLE_HUB].notify if CONSOLE_HUB in app else None)
+
+
+async def _advance_flows(app: web.Application) -> None:
+    await app[FLOWS].advance_due(app[keys.CLOCK].now())
+
+
+async def _sweep_lifecycle(app: web.Application) -> None:
+    moved = await lifecycle_sweep(app[keys.SESSIONS], app[keys.SETTINGS].lifecycle, app[keys.CLOCK].now(),
+                                  app[FLOWS])
+    log.info("lifecycle sweep: %s", moved)
+
+
+async def _expire_points(app: web.Application) -> None:
+    await expire_points(app[keys.SESSIONS], app[keys.CLOCK].now())
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -20,7 +20,8 @@ from bot.console.settings import StaffSettings
 from bot.toml_lines import index_key_lines, line_of
 from flows.lifecycle_settings import LifecycleSettings, PointsSettings
 from bot.touch_policy import TouchPolicySettings
-from handlers.nlu.settings import FaqEntry, IntentSpec, NluSettings
+from flows.definitions import Flow, flow_problems
+from handlers.nlu.settings import FaqEntry, IntentSpec, NluSettings, check_unique_names
 
 DEFAULT_CONFIG = "config.toml"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -151,6 +152,7 @@ class Settings(Strict):
     points: PointsSettings = PointsSettings()
     staff: StaffSettings = StaffSettings()
     touches: TouchPolicySettings = TouchPolicySettings()
+    flows: list[Flow] = []
 
 
 class ConfigError(Exception):
@@ -194,6 +196,11 @@ def load_settings(path: str | Path, environ: dict[str, str] | None = None) -> Se
         for item in error.errors():
             problems.append(_at(path, lines, item["loc"], _message(item)))
         settings = None
+    if settings is not None:
+        for loc, message in flow_problems(settings.flows, settings.intents):
+            problems.append(_at(path, lines, loc, f"'{'.'.join(map(str, loc))}': {message}"))
+        for message in check_unique_names(settings.intents, settings.faq):
+            problems.append(_at(path, lines, ("intents",), message))
     if problems or settings is None:
         raise ConfigError(problems)
     return settings

@@ -9,10 +9,9 @@ from datetime import UTC, datetime
 from bot.channels.simulator import CHANNEL
 from bot.clock import SystemClock
 from bot.config import Settings
-from bot.console.stage import HandoffStage
+from bot.message_path import build_flow_engine, build_stages
 from bot.messages import EventKind, Inbound, InboundKind
 from bot.pipeline import Pipeline
-from bot.touch_policy import ConsentAndWindowStage
 from bot.understanding import build_router
 from storage.db import make_engine, make_sessionmaker
 
@@ -23,8 +22,10 @@ async def run_chat(settings: Settings, user: str) -> int:
     loop = asyncio.get_running_loop()
     router = await loop.run_in_executor(None, build_router, settings)
     engine = make_engine(settings.storage.url)
-    stages = [ConsentAndWindowStage(settings.touches), HandoffStage(settings.staff)]
-    pipeline = Pipeline(make_sessionmaker(engine), router, SystemClock(), stages=stages)
+    sessions = make_sessionmaker(engine)
+    flows = build_flow_engine(settings, sessions)
+    await flows.save_versions(SystemClock().now())
+    pipeline = Pipeline(sessions, router, SystemClock(), stages=build_stages(settings, flows))
     print(f"Siyu 模拟聊天（用户 {user}）。输入 /follow 模拟关注，/quit 退出。", flush=True)
     try:
         while True:

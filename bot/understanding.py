@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bot.config import Settings
 from handlers.matching import Matcher
+from handlers.nlu.engine import build_matcher
 from handlers.router import ReplyTexts, Router
 from handlers.rules import Rule, RuleMatcher
 
@@ -16,6 +17,8 @@ def build_router(settings: Settings) -> Router:
             Rule(name=r.name, match=r.match, patterns=tuple(r.patterns), reply=r.reply, priority=r.priority)
             for r in settings.rules
         ]))
+    if settings.intents or settings.faq:
+        matchers.append(build_matcher(settings.intents, settings.faq, settings.nlu))
     texts = settings.replies
     return Router(matchers, ReplyTexts(fallback=texts.fallback, welcome=texts.welcome, media=texts.media,
                                        welcome_by_source=texts.welcome_by_source))

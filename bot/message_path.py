@@ -1,0 +1,33 @@
+"""The stages every channel's messages pass through, built the same way for the service and `siyu chat`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.config import Settings
+from bot.console.stage import HandoffStage
+from bot.touch_policy import ConsentAndWindowStage
+from bot.turn import Stage
+from flows.engine import FlowEngine
+from flows.lifecycle import LifecycleStage
+from flows.variables import FlowVariables
+
+
+def build_flow_engine(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> FlowEngine:
+    return FlowEngine(settings.flows, sessions, settings.points,
+                      FlowVariables(expiring_soon_days=settings.points.expiring_soon_days))
+
+
+def build_stages(settings: Settings, flows: FlowEngine,
+                 notify: Callable[[], Awaitable[None]] | None = None) -> list[Stage]:
+    """In order: consent and the push window first (they hold even while staff have the chat),
+    then staff takeover (which silences the bot), then flows (answers to their questions), then
+    the lifecycle, which counts what the customer did once routing has named it."""
+    return [
+        ConsentAndWindowStage(settings.touches),
+        HandoffStage(settings.staff, notify),
+        flows,
+        LifecycleStage(settings.lifecycle, flows),
+    ]
