@@ -133,9 +133,10 @@ async def _message_path(app: web.Application) -> AsyncIterator[None]:
     app[keys.PIPELINE] = pipeline
     app[keys.OUTBOX] = outbox
     if mp.enabled:
-        app[WECHAT_MP_CALLBACK] = WechatMpCallback(mp, pipeline, outbox, app[keys.TASKS], app[keys.METRICS])
+        app[WECHAT_MP_CALLBACK] = WechatMpCallback(mp, pipeline, outbox, app[keys.TASKS], app[keys.METRICS],
+                                                   app[keys.CLOCK])
     if settings.channels.simulator.enabled:
-        app[SIMULATOR] = SimulatorChannel(pipeline, app[keys.METRICS], app[keys.SESSIONS])
+        app[SIMULATOR] = SimulatorChannel(pipeline, app[keys.METRICS], app[keys.SESSIONS], app[keys.CLOCK])
     yield
     await app[keys.TASKS].drain()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib import resources
 from typing import Any
 
@@ -11,6 +11,7 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.clock import Clock, SystemClock
 from bot.messages import EventKind, Inbound, InboundKind
 from bot.metrics import Metrics
 from bot.pipeline import Pipeline
@@ -66,7 +67,8 @@ class SimulatorSender:
 
 class SimulatorChannel:
     def __init__(self, pipeline: Pipeline, metrics: Metrics,
-                 sessions: async_sessionmaker[AsyncSession] | None = None):
+                 sessions: async_sessionmaker[AsyncSession] | None = None, clock: Clock | None = None):
+        self._clock = clock or SystemClock()
         self._pipeline = pipeline
         self._metrics = metrics
         self._sessions = sessions
@@ -113,7 +115,7 @@ class SimulatorChannel:
         if len(raw) > MAX_BODY:
             return _error(413, f"body larger than {MAX_BODY} bytes")
         try:
-            inbound = parse_simulated(json.loads(raw or b"null"), datetime.now(UTC))
+            inbound = parse_simulated(json.loads(raw or b"null"), self._clock.now())
         except (ValueError, UnicodeDecodeError) as error:
             return _error(400, str(error) if isinstance(error, BadRequest) else f"invalid JSON: {error}")
         self._metrics.inbound.labels(CHANNEL, str(inbound.kind)).inc()

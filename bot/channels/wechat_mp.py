@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import xmltodict
@@ -22,6 +22,7 @@ from wechatpy.replies import TextReply
 from bot.background import BackgroundTasks
 from bot.channels.wechat_api import WechatApi, WechatApiError
 from bot.channels.wechat_crypto import CryptoError, MessageCrypto, _cdata, signature_matches
+from bot.clock import Clock
 from bot.config import WechatMpSettings
 from bot.messages import EventKind, Inbound, InboundKind, Outcome
 from bot.metrics import Metrics
@@ -107,8 +108,9 @@ class WechatMpCallback:
     """The aiohttp handlers behind `GET|POST /wechat/mp`."""
 
     def __init__(self, settings: WechatMpSettings, pipeline: Pipeline, outbox: Outbox,
-                 tasks: BackgroundTasks, metrics: Metrics):
+                 tasks: BackgroundTasks, metrics: Metrics, clock: Clock):
         self._settings = settings
+        self._clock = clock
         self._pipeline = pipeline
         self._outbox = outbox
         self._tasks = tasks
@@ -150,7 +152,7 @@ class WechatMpCallback:
             raise self._reject(web.HTTPBadRequest, "malformed XML") from None
         if message is None or not message.source:
             raise self._reject(web.HTTPBadRequest, "malformed XML")
-        inbound = to_inbound(message, datetime.now(UTC))
+        inbound = to_inbound(message, self._clock.now())
         self._metrics.inbound.labels(CHANNEL, str(inbound.kind)).inc()
 
         reply = await self._answer(inbound, started)
