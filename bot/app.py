@@ -191,7 +191,9 @@ async def _sweep_unclaimed(app: web.Application) -> None:
 
 
 async def _advance_flows(app: web.Application) -> None:
-    await app[FLOWS].advance_due(app[keys.CLOCK].now())
+    now = app[keys.CLOCK].now()
+    await app[FLOWS].run_schedules(now)
+    await app[FLOWS].advance_due(now)
 
 
 async def _sweep_lifecycle(app: web.Application) -> None:

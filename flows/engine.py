@@ -13,12 +13,15 @@ later are touches, and the outbox decides whether and when they may go out.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.messages import EventKind, InboundKind, Reply
@@ -68,6 +71,7 @@ class FlowEngine:
         self._sessions = sessions
         self._variables = variables or FlowVariables()
         self._old_versions: dict[tuple[str, str], Flow] = {}
+        self._schedules_checked: datetime | None = None
 
     # --- start-up ---------------------------------------------------------------------------
 
@@ -176,6 +180,45 @@ class FlowEngine:
                 advanced += 1
         return advanced
 
+    async def run_schedules(self, now: datetime, batch: int = 500) -> int:
+        """Start flows whose crontab fired since the last look; returns how many runs started.
+
+        Each firing is claimed once across processes (a never-released sweep lease named after
+        it); a firing that happened while no process ran is not made up later.
+        """
+        from flows.lifecycle import acquire_sweep_lock
+
+        previous, self._schedules_checked = self._schedules_checked, now
+        if previous is None:
+            return 0
+        started = 0
+        for flow in self._flows.values():
+            for index, trigger in enumerate(flow.triggers):
+                if not trigger.schedule:
+                    continue
+                for fired in _firings(trigger.schedule, previous, now):
+                    tag = hashlib.sha1(f"{flow.name}:{index}".encode()).hexdigest()[:12]
+                    name = f"schedule:{tag}:{fired:%Y%m%d%H%M}"
+                    if await acquire_sweep_lock(self._sessions, name, "flows", now, lease=timedelta(days=36500)):
+                        started += await self._start_for_everyone(flow, f"schedule:{trigger.schedule}", now, batch)
+        return started
+
+    async def _start_for_everyone(self, flow: Flow, trigger: str, now: datetime, batch: int) -> int:
+        started, after = 0, 0
+        while True:
+            async with self._sessions() as session:
+                ids = list((await session.execute(
+                    select(Customer.id).where(Customer.id > after).order_by(Customer.id).limit(batch)
+                )).scalars())
+            if not ids:
+                return started
+            for customer_id in ids:
+                async with self._sessions() as session, session.begin():
+                    customer = (await session.execute(
+                        select(Customer).where(Customer.id == customer_id).with_for_update())).scalar_one()
+                    started += await self._start(_Context(session, customer, now), flow.name, trigger, {})
+            after = ids[-1]
+
     # --- internals ----------------------------------------------------------------------------
 
     def _flows_triggered(self, *, intent: str | None = None, event: str | None = None,
@@ -206,7 +249,8 @@ class FlowEngine:
             return False
         session, customer, now = context.session, context.customer, context.now
         values = await self._variables.condition_values(session, customer, variables)
-        matching = [t for t in flow.triggers if trigger.split(":", 1)[1] in (t.intent, t.event, t.stage)]
+        matching = [t for t in flow.triggers
+                    if trigger.split(":", 1)[1] in (t.intent, t.event, t.stage, t.schedule)]
         if matching and all(t.when and not Condition(t.when, CONDITION_NAMES).evaluate(values) for t in matching):
             return False
         previous = await store.last_run(session, customer.id, name)
@@ -393,6 +437,17 @@ class FlowEngine:
         run.ended_at = run.updated_at = context.now
         log_event(context.session, run.customer_id, f"flow_{status}", context.now,
                   {"flow": run.flow, "run": run.id, "reason": reason})
+
+
+def _firings(crontab: str, after: datetime, until: datetime) -> list[datetime]:
+    """The times a crontab fired in (after, until], in the service's timezone (UTC)."""
+    trigger = CronTrigger.from_crontab(crontab, timezone=UTC)
+    fired: list[datetime] = []
+    moment = trigger.get_next_fire_time(None, after + timedelta(microseconds=1))
+    while moment is not None and moment <= until and len(fired) < 100:
+        fired.append(moment)
+        moment = trigger.get_next_fire_time(moment, moment + timedelta(seconds=1))
+    return fired
 
 
 def _event_variables(event_type: str, data: dict[str, Any]) -> dict[str, Any]:

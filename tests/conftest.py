@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +116,28 @@ async def wechat(aiohttp_client: Any, fake_api: FakeWechatApi, example_settings:
         return WechatServer(client=client, mode=mode)
 
     yield start
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _build_each_router_once() -> Iterator[None]:
+    """Training the intent classifier takes seconds; a router is immutable, so tests share one per config."""
+    import sys
+
+    import bot.understanding
+
+    original = bot.understanding.build_router
+    built: dict[str, Any] = {}
+
+    def cached(settings: Settings) -> Any:
+        key = settings.model_dump_json(include={"rules", "intents", "faq", "nlu", "replies"})
+        if key not in built:
+            built[key] = original(settings)
+        return built[key]
+
+    patched = [module for module in list(sys.modules.values())
+               if module is not None and getattr(module, "build_router", None) is original]
+    for module in patched:
+        module.build_router = cached  # type: ignore[attr-defined]
+    yield
+    for module in patched:
+        module.build_router = original  # type: ignore[attr-defined]

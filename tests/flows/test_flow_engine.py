@@ -268,3 +268,31 @@ async def test_a_goto_loop_without_a_wait_ends_the_run(sqlite_url):
         assert run.status == "exited" and "loop" in run.end_reason
     finally:
         await h.close()
+
+
+async def test_a_scheduled_flow_starts_once_per_firing_for_matching_customers(sqlite_url):
+    tip = Flow.model_validate({
+        "name": "vip_tip", "kind": "service", "reentry": "always",
+        "triggers": [{"schedule": "0 2 * * *", "when": '"vip" in tags'}],
+        "steps": [{"type": "send", "text": "{nickname}，VIP 专属保养小贴士来啦"}]})
+    first, second = Harness(sqlite_url, [tip]), Harness(sqlite_url, [tip])  # two processes
+    first.url = second.url = sqlite_url
+    second.clock = first.clock
+    await first.start()
+    await second.start()
+    try:
+        await first.say("o-vip", "你好")
+        await first.say("o-plain", "你好")
+        async with first.sessions() as session, session.begin():
+            vip = (await session.execute(select(Customer).where(Customer.external_id == "o-vip"))).scalar_one()
+            vip.tags = ["vip"]
+        for engine in (first.flows, second.flows):
+            assert await engine.run_schedules(first.clock.now()) == 0  # the first look only sets the mark
+        first.clock.advance(days=1)
+        assert await first.flows.run_schedules(first.clock.now()) == 1
+        assert await second.flows.run_schedules(first.clock.now()) == 0  # that firing is taken
+        assert texts(await first.touches("o-vip")) == ["亲，VIP 专属保养小贴士来啦"]
+        assert await first.touches("o-plain") == []
+    finally:
+        await first.close()
+        await second.close()
