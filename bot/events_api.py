@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from bot import keys
+from bot.http_body import read_limited
 from flows.business_events import EventContext, ingest
 from flows.reactions import NoReactions, Reactions
 
@@ -41,10 +42,8 @@ async def post_events(request: web.Request) -> web.Response:
     settings = request.app[keys.SETTINGS]
     if not _authorized(request, settings.api.token):
         return _error(401, "missing or wrong bearer token", **{"WWW-Authenticate": 'Bearer realm="siyu"'})
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        return _error(413, f"body is larger than {MAX_BODY_BYTES} bytes")
-    body = await request.content.read(MAX_BODY_BYTES + 1)
-    if len(body) > MAX_BODY_BYTES:
+    body = await read_limited(request, MAX_BODY_BYTES)
+    if body is None:
         return _error(413, f"body is larger than {MAX_BODY_BYTES} bytes")
     try:
         payload: Any = json.loads(body)

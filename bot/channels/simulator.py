@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.clock import Clock, SystemClock
+from bot.http_body import read_limited
 from bot.messages import EventKind, Inbound, InboundKind
 from bot.metrics import Metrics
 from bot.pipeline import Pipeline
@@ -109,10 +110,8 @@ class SimulatorChannel:
         return web.Response(text=html, content_type="text/html")
 
     async def post_message(self, request: web.Request) -> web.Response:
-        if request.content_length is not None and request.content_length > MAX_BODY:
-            return _error(413, f"body larger than {MAX_BODY} bytes")
-        raw = await request.content.read(MAX_BODY + 1)
-        if len(raw) > MAX_BODY:
+        raw = await read_limited(request, MAX_BODY)
+        if raw is None:
             return _error(413, f"body larger than {MAX_BODY} bytes")
         try:
             inbound = parse_simulated(json.loads(raw or b"null"), self._clock.now())
