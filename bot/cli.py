@@ -118,15 +118,23 @@ async def _schema_problem(url: str) -> str | None:
     return None
 
 
+def _ready_settings(config: str | None, command: str) -> Settings | None:
+    """Valid settings on a database at this release's schema; None (problem printed) otherwise."""
+    settings = _settings(config)
+    problem = asyncio.run(_schema_problem(settings.storage.url))
+    if problem:
+        print(f"siyu {command}: {problem}", file=sys.stderr)
+        return None
+    return settings
+
+
 def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from bot.app import create_app
 
-    settings = _settings(args.config)
-    problem = asyncio.run(_schema_problem(settings.storage.url))
-    if problem:
-        print(f"siyu serve: {problem}", file=sys.stderr)
+    settings = _ready_settings(args.config, "serve")
+    if settings is None:
         return 2
     host = args.host or settings.server.host
     port = args.port or settings.server.port
@@ -138,10 +146,8 @@ def _serve(args: argparse.Namespace) -> int:
 def _chat(args: argparse.Namespace) -> int:
     from bot.terminal_chat import run_chat
 
-    settings = _settings(args.config)
-    problem = asyncio.run(_schema_problem(settings.storage.url))
-    if problem:
-        print(f"siyu chat: {problem}", file=sys.stderr)
+    settings = _ready_settings(args.config, "chat")
+    if settings is None:
         return 2
     return asyncio.run(run_chat(settings, args.user))
 
