@@ -174,7 +174,13 @@ async def import_file(path: Path, fmt: str, settings: Settings, *, progress: int
             raise RowsError(f"the database schema is at {current or 'nothing'}, this release needs "
                             f"{head_revision()}: run `siyu db upgrade`")
         sessions = make_sessionmaker(engine)
-        context = context or EventContext(lifecycle=settings.lifecycle, points=settings.points)
+        if context is None:
+            # Imported orders and carts start and end flows exactly as the API's do.
+            from bot.message_path import build_flow_engine
+
+            flows = build_flow_engine(settings, sessions)
+            await flows.save_versions(SystemClock().now())
+            context = EventContext(lifecycle=settings.lifecycle, points=settings.points, reactions=flows)
         clock = SystemClock()
         tally = ImportTally()
         started = time.monotonic()

@@ -75,3 +75,17 @@ def test_import_help_and_a_file_without_the_columns(sqlite_url, tmp_path):
     bad_header.write_text("order,amount\nA1,10\n", encoding="utf-8")
     done = siyu("import", str(bad_header), "--url", sqlite_url, cwd=tmp_path)
     assert done.returncode == 2 and "the header lacks id, type, occurred_at" in done.stderr
+
+
+def test_imported_events_start_flows_like_the_api_does(sqlite_url, tmp_path):
+    from storage.models import FlowRun
+
+    path = tmp_path / "carts.jsonl"
+    path.write_text(json.dumps({"id": "cart-1", "type": "cart_abandoned", "occurred_at": "2026-11-23T10:00:00+08:00",
+                                "customer": {"openid": "o-cart"}, "data": {"sku": "TEE-01"}}) + "\n",
+                    encoding="utf-8")
+    done = siyu("import", str(path), "--config", str(ROOT / "config.example.toml"), "--url", sqlite_url,
+                cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [run] = asyncio.run(rows(sqlite_url, FlowRun))
+    assert (run.flow, run.status, run.trigger) == ("purchase_nudge", "waiting", "event:cart_abandoned")
