@@ -1,21 +1,30 @@
 """Benchmark: proactive messages through the outbox vs. one APScheduler job per message.
 
-Outbox: `enqueue_touches` (1,000 per statement, as a broadcast or import would) into a fresh SQLite file,
-then `dispatch_due_touches` with the real WeChat sender against a local fake WeChat API.
-Naive: APScheduler 3.x with a `SQLAlchemyJobStore` on SQLite (the stdlib `sqlite3` sync driver),
-one date job per message, each job pushing through the same fake API.
-Prints messages/s added and dispatched for both and the ratios. Figures only, no assertions.
+Outbox: `enqueue_touches` (1,000 per statement, as a broadcast or import would) into `--url`
+(default: a fresh SQLite file), then `dispatch_due_touches` with the real WeChat sender against a
+fake WeChat API running in its own process.
+Naive: APScheduler 3.x with a `SQLAlchemyJobStore` on `--naive-url` (a synchronous driver; default
+a fresh SQLite file through the stdlib `sqlite3`), one date job per message, each job pushing
+through the same fake API.
+Prints messages/s added and dispatched for both, the ratios, and the load average next to each
+figure. Figures only, no assertions.
 
     .venv/bin/python bench/touches.py [--count 100000] [--naive-count 10000]
+    .venv/bin/python bench/touches.py --url postgresql+asyncpg://root@127.0.0.1:5432/siyu_bench \\
+        --naive-url postgresql+psycopg://root@127.0.0.1:5432/siyu_bench
 
-The naive design adds one job row per commit and deletes it after running, so it is timed on
-`--naive-count` messages (default: at most 10,000) to keep the run short; rates are per second.
+Use an empty database for `--url` (it is migrated, then filled); the job store creates its own
+table. The naive design adds one job row per commit and deletes it after running, so it is timed
+on `--naive-count` messages (default: at most 10,000) to keep the run short; rates are per second.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,7 +32,8 @@ from datetime import UTC, datetime, time as clock_time, timedelta
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
@@ -41,27 +51,79 @@ from storage.models import Customer  # noqa: E402
 
 APP_ID, APP_SECRET = "wxbench", "bench-secret"
 CUSTOMERS = 1000
+ENQUEUE_BATCH = 1000
+
+
+# ---- the fake WeChat API, in its own process (hidden --fake-wechat mode) ------------------
+
+def fake_wechat_app() -> web.Application:
+    """Token and customer-service send; `GET /count` says how many sends arrived."""
+    sent = 0
+
+    async def token(request: web.Request) -> web.Response:
+        return web.json_response({"access_token": "bench-token", "expires_in": 7200})
+
+    async def send(request: web.Request) -> web.Response:
+        nonlocal sent
+        await request.read()
+        sent += 1
+        return web.Response(text='{"errcode":0,"errmsg":"ok"}', content_type="application/json")
+
+    async def count(request: web.Request) -> web.Response:
+        return web.json_response({"sent": sent})
+
+    app = web.Application()
+    app.router.add_get("/cgi-bin/token", token)
+    app.router.add_post("/cgi-bin/message/custom/send", send)
+    app.router.add_get("/count", count)
+    return app
 
 
 class FakeWechat:
-    """Token and customer-service send; counts what arrives."""
+    """Runs `fake_wechat_app` in a child process on a free port."""
 
     def __init__(self) -> None:
-        self.sent = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self.base_url = ""
 
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/cgi-bin/token", self._token)
-        app.router.add_post("/cgi-bin/message/custom/send", self._send)
-        return app
+    async def start(self, http: aiohttp.ClientSession) -> None:
+        self.process = subprocess.Popen([sys.executable, __file__, "--fake-wechat", "0"], stdout=subprocess.PIPE)
+        assert self.process.stdout is not None
+        port = int((await asyncio.to_thread(self.process.stdout.readline)).strip())
+        self.base_url = f"http://127.0.0.1:{port}"
+        await self.sent(http)
 
-    async def _token(self, request: web.Request) -> web.Response:
-        return web.json_response({"access_token": "bench-token", "expires_in": 7200})
+    async def sent(self, http: aiohttp.ClientSession) -> int:
+        async with http.get(self.base_url + "/count") as response:
+            return int((await response.json())["sent"])
 
-    async def _send(self, request: web.Request) -> web.Response:
-        await request.read()
-        self.sent += 1
-        return web.json_response({"errcode": 0, "errmsg": "ok"})
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+def serve_fake_wechat(port: int) -> None:
+    async def run() -> None:
+        runner = web.AppRunner(fake_wechat_app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", port, backlog=1024)
+        await site.start()
+        print(runner.addresses[0][1], flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        import uvloop  # type: ignore[import-not-found]
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(run())
+
+
+# ---- the outbox ---------------------------------------------------------------------------
+
+def load() -> str:
+    return "load %.2f %.2f %.2f" % os.getloadavg()
 
 
 async def _seed_customers(sessions: Any, now: datetime) -> list[int]:
@@ -76,36 +138,39 @@ async def _seed_customers(sessions: Any, now: datetime) -> list[int]:
         return list(result.scalars())
 
 
-async def bench_outbox(count: int, workdir: Path, api_base: str, fake: FakeWechat) -> tuple[float, float]:
-    url = f"sqlite+aiosqlite:///{workdir / 'outbox.db'}"
+async def bench_outbox(url: str, count: int, concurrency: int, batch_size: int, fake: FakeWechat,
+                       http: aiohttp.ClientSession) -> dict[str, Any]:
     await asyncio.to_thread(upgrade, url)
-    engine = make_engine(url)
+    engine = make_engine(url, pool_size=concurrency + 2)
     sessions = make_sessionmaker(engine)
     now = datetime.now(UTC)
     customers = await _seed_customers(sessions, now)
     started = time.perf_counter()
-    for first in range(0, count, 1000):
+    for first in range(0, count, ENQUEUE_BATCH):
         async with sessions() as session, session.begin():
             await enqueue_touches(session, [
                 {"customer_id": customers[n % CUSTOMERS], "kind": "service", "due_at": now,
                  "body": {"type": "text", "text": f"您的订单 {n} 已发货"}, "idempotency_key": f"bench-{n}"}
-                for n in range(first, min(first + 1000, count))], now=now)
+                for n in range(first, min(first + ENQUEUE_BATCH, count))], now=now)
     added = time.perf_counter() - started
+    added_load = load()
     settings = TouchPolicySettings(quiet_hours_start=clock_time(0), quiet_hours_end=clock_time(0),
-                                   batch_size=1000)
-    fake.sent = 0
-    async with aiohttp.ClientSession() as http:
-        api = WechatApi(http, sessions, SystemClock(), base_url=api_base, app_id=APP_ID, app_secret=APP_SECRET)
-        started = time.perf_counter()
-        stats = await dispatch_due_touches(sessions, {"wechat_mp": WechatMpSender(api)}, settings,
-                                           SystemClock(), "bench")
-        dispatched = time.perf_counter() - started
+                                   batch_size=batch_size, concurrency=concurrency)
+    before = await fake.sent(http)
+    api = WechatApi(http, sessions, SystemClock(), base_url=fake.base_url, app_id=APP_ID, app_secret=APP_SECRET)
+    started = time.perf_counter()
+    stats = await dispatch_due_touches(sessions, {"wechat_mp": WechatMpSender(api)}, settings,
+                                       SystemClock(), "bench")
+    dispatched = time.perf_counter() - started
     await engine.dispose()
-    assert stats.sent == count == fake.sent, (stats, fake.sent)
-    return count / added, count / dispatched
+    arrived = await fake.sent(http) - before
+    assert stats.sent == count == arrived, (stats, arrived)
+    return {"count": count, "added_per_s": count / added, "added_load": added_load,
+            "dispatched_per_s": count / dispatched, "dispatched_load": load()}
 
 
-# The naive design: APScheduler stores a reference to this function in each job row.
+# ---- the naive design: APScheduler stores a reference to this function in each job row ----
+
 _naive_http: aiohttp.ClientSession | None = None
 _naive_url = ""
 
@@ -113,18 +178,21 @@ _naive_url = ""
 async def naive_send(openid: str, text: str) -> None:
     assert _naive_http is not None
     payload = {"touser": openid, "msgtype": "text", "text": {"content": text}}
-    async with _naive_http.post(_naive_url, params={"access_token": "bench-token"}, json=payload) as response:
+    body = json.dumps(payload, ensure_ascii=False).encode()
+    async with _naive_http.post(_naive_url, params={"access_token": "bench-token"}, data=body,
+                                headers={"Content-Type": "application/json; charset=utf-8"}) as response:
         await response.read()
 
 
-async def bench_naive(count: int, workdir: Path, api_base: str, fake: FakeWechat) -> tuple[float, float]:
+async def bench_naive(url: str, count: int, fake: FakeWechat, http: aiohttp.ClientSession) -> dict[str, Any]:
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
     global _naive_http, _naive_url
-    _naive_url = api_base + "/cgi-bin/message/custom/send"
+    _naive_url = fake.base_url + "/cgi-bin/message/custom/send"
+    store = SQLAlchemyJobStore(url=url)
     scheduler = AsyncIOScheduler(
-        jobstores={"default": SQLAlchemyJobStore(url=f"sqlite:///{workdir / 'apscheduler.db'}")},
+        jobstores={"default": store},
         job_defaults={"misfire_grace_time": None, "coalesce": False, "max_instances": 1}, timezone="UTC",
     )
     scheduler.start(paused=True)
@@ -134,17 +202,27 @@ async def bench_naive(count: int, workdir: Path, api_base: str, fake: FakeWechat
         scheduler.add_job(naive_send, "date", run_date=due, args=[f"o-bench-{n % CUSTOMERS}", f"您的订单 {n} 已发货"],
                           id=f"touch-{n}")
     added = time.perf_counter() - started
-    fake.sent = 0
-    async with aiohttp.ClientSession() as http:
-        _naive_http = http
-        started = time.perf_counter()
-        scheduler.resume()
-        while fake.sent < count:
-            await asyncio.sleep(0.01)
-        dispatched = time.perf_counter() - started
-        scheduler.shutdown(wait=False)
-        _naive_http = None
-    return count / added, count / dispatched
+    added_load = load()
+    before = await fake.sent(http)
+    _naive_http = http
+    started = time.perf_counter()
+    scheduler.resume()
+    while await fake.sent(http) - before < count:
+        await asyncio.sleep(0.05)
+    dispatched = time.perf_counter() - started
+    dispatched_load = load()
+    scheduler.shutdown(wait=False)
+    store.jobs_t.drop(store.engine)
+    store.engine.dispose()
+    _naive_http = None
+    return {"count": count, "added_per_s": count / added, "added_load": added_load,
+            "dispatched_per_s": count / dispatched, "dispatched_load": dispatched_load}
+
+
+def _backend(url: str) -> str:
+    from sqlalchemy.engine import make_url
+    parsed = make_url(url)
+    return f"{parsed.get_backend_name()}/{parsed.get_driver_name()}"
 
 
 async def main() -> None:
@@ -153,29 +231,46 @@ async def main() -> None:
     parser.add_argument("--count", type=int, default=100_000, help="touches through the outbox (default 100000)")
     parser.add_argument("--naive-count", type=int, default=None,
                         help="jobs for the APScheduler design (default: min(count, 10000))")
+    parser.add_argument("--url", help="outbox database, an empty one (default: a fresh SQLite file)")
+    parser.add_argument("--naive-url", help="job store, a synchronous driver (default: a fresh SQLite file)")
+    parser.add_argument("--concurrency", type=int, default=32,
+                        help="touches of different customers in flight (default 32; SQLite: 1)")
+    parser.add_argument("--batch-size", type=int, default=1000, help="touches per claim (default 1000)")
+    parser.add_argument("--skip-naive", action="store_true", help="only the outbox")
+    parser.add_argument("--json", action="store_true", help="end with one JSON object holding every figure")
     args = parser.parse_args()
     naive_count = args.naive_count or min(args.count, 10_000)
-    fake = FakeWechat()
-    runner = web.AppRunner(fake.app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    api_base = f"http://127.0.0.1:{port}"
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            workdir = Path(tmp)
-            out_add, out_send = await bench_outbox(args.count, workdir, api_base, fake)
-            print(f"outbox     ({args.count:>7} touches, SQLite): added {out_add:10,.0f}/s   "
-                  f"dispatched {out_send:9,.0f}/s")
-            naive_add, naive_send_rate = await bench_naive(naive_count, workdir, api_base, fake)
-            print(f"APScheduler({naive_count:>7} jobs, SQLAlchemyJobStore on SQLite/sqlite3): added "
-                  f"{naive_add:10,.0f}/s   dispatched {naive_send_rate:9,.0f}/s")
-            print(f"ratio outbox/APScheduler: added {out_add / naive_add:.1f}x   "
-                  f"dispatched {out_send / naive_send_rate:.1f}x")
-    finally:
-        await runner.cleanup()
+    figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        url = args.url or f"sqlite+aiosqlite:///{Path(tmp) / 'outbox.db'}"
+        naive_url = args.naive_url or f"sqlite:///{Path(tmp) / 'apscheduler.db'}"
+        connector = aiohttp.TCPConnector(limit=max(args.concurrency, 10) + 2)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            fake = FakeWechat()
+            await fake.start(http)
+            try:
+                out = figures["outbox"] = await bench_outbox(url, args.count, args.concurrency, args.batch_size,
+                                                             fake, http)
+                print(f"outbox      {out['count']:>7} touches ({_backend(url)}, concurrency {args.concurrency}): "
+                      f"added {out['added_per_s']:9,.0f}/s ({out['added_load']})   "
+                      f"dispatched {out['dispatched_per_s']:8,.0f}/s ({out['dispatched_load']})", flush=True)
+                if not args.skip_naive:
+                    naive = figures["apscheduler"] = await bench_naive(naive_url, naive_count, fake, http)
+                    print(f"APScheduler {naive['count']:>7} jobs (SQLAlchemyJobStore, {_backend(naive_url)}): "
+                          f"added {naive['added_per_s']:9,.0f}/s ({naive['added_load']})   "
+                          f"dispatched {naive['dispatched_per_s']:8,.0f}/s ({naive['dispatched_load']})")
+                    figures["ratio_added"] = out["added_per_s"] / naive["added_per_s"]
+                    figures["ratio_dispatched"] = out["dispatched_per_s"] / naive["dispatched_per_s"]
+                    print(f"ratio outbox/APScheduler: added {figures['ratio_added']:.1f}x   "
+                          f"dispatched {figures['ratio_dispatched']:.1f}x")
+            finally:
+                fake.stop()
+    if args.json:
+        print(json.dumps(figures))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if len(sys.argv) == 3 and sys.argv[1] == "--fake-wechat":
+        serve_fake_wechat(int(sys.argv[2]))
+    else:
+        asyncio.run(main())

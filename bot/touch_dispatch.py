@@ -1,53 +1,60 @@
-"""Send due touches: claim a batch under a lease, re-check the policy per touch, record the outcome.
+"""Send due touches: claim a batch under a lease, re-check the policy, record every outcome.
 
 Delivery is at-least-once with the smallest gap we can make: under the customer's row lock the
 touch is marked `sent`, its transcript row written and the window count bumped *before* the
-platform call (inside a savepoint), and the transaction commits right after the platform says
-yes. Only a crash between WeChat accepting the message and that COMMIT reaching the database
-sends a touch twice (its lease runs out and another worker takes it). The alternative,
-at-most-once (commit "attempted" first, then call), would silently lose the touch in the same
-gap — and a lost order notice is worse than a rare repeated one. A worker that dies *before*
-the platform accepted a message loses nothing: its leased touches are retaken after the lease.
+platform call, and the transaction commits right after the platform answered. Only a crash
+between WeChat accepting the message and that COMMIT reaching the database sends a touch twice
+(its lease runs out and another worker takes it). The alternative, at-most-once (commit
+"attempted" first, then call), would silently lose the touch in the same gap — and a lost order
+notice is worse than a rare repeated one. A worker that dies *before* the platform accepted a
+message loses nothing: its leased touches are retaken after the lease.
+
+Throughput: the claim reads everything that never changes after enqueueing (kind, body,
+template, attempts — only the lease holder changes those). Touches of up to GROUP_SIZE different
+customers then share one transaction: their customers locked in id order, the touches still ours
+(pending under our lease) locked next, staff hold, open conversations and marketing counts read
+with one statement each, the writes sent as executemany, the platform calls made concurrently, a
+refused call undone under the same locks. Statements are Core, built once. `[touches]
+concurrency` groups run at once, each on its own connection (SQLite has one writer: one group at
+a time); one customer's touches go in claim order, one per group.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import Row, bindparam, delete, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.channels.wechat_api import QUOTA_USED, WINDOW_CLOSED
 from bot.clock import Clock
+from bot.handoff import HELD_STATES
 from bot.outbox import DeliveryError, Sender
 from bot.privacy import mask
 from bot.touch_policy import (
     Action,
-    Decision,
     SentCounts,
     TouchPolicySettings,
-    close_window,
-    count_window_send,
+    customer_zone,
     decide,
-    sent_counts,
-    staff_holds,
+    period_starts,
 )
 from bot.touches import TouchStatus
-from storage.conversations import current_conversation
-from storage.models import Customer, Message, Touch
+from storage.models import Conversation, Customer, Message, Touch
 
 log = logging.getLogger(__name__)
 
 SYSTEM_BUSY = -1  # WeChat's "system busy, retry later"
 # The platform refused for the window's sake: record as skipped, never retry.
 _WINDOW_ERRORS = {WINDOW_CLOSED: "window_closed", QUOTA_USED: "window_quota_used"}
+_HELD = frozenset(str(state) for state in HELD_STATES)
 
 
 @dataclass
@@ -67,65 +74,170 @@ class DispatchStats:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-async def claim_due_touches(sessions: async_sessionmaker[AsyncSession], now: datetime, *,
-                            limit: int, lease_seconds: float) -> tuple[list[tuple[int, int]], datetime]:
-    """Lease up to `limit` due touches; returns (touch id, customer id) pairs and the lease.
+@dataclass(slots=True)
+class ClaimedTouch:
+    """What a claim reads once: fields no one but the lease holder changes after enqueueing."""
+
+    id: int
+    customer_id: int
+    kind: str
+    body: dict[str, Any]
+    template: dict[str, Any] | None
+    defer_when_capped: bool
+    attempts: int
+
+
+# ---- statements, built once ---------------------------------------------------------------
+
+_t = Touch.__table__
+_c = Customer.__table__
+_v = Conversation.__table__
+_m = Message.__table__
+_when = _t.c.due_at.type
+_PENDING = TouchStatus.PENDING.value
+
+_CLAIM = (
+    select(_t.c.id, _t.c.customer_id, _t.c.kind, _t.c.body, _t.c.template, _t.c.defer_when_capped, _t.c.attempts)
+    .where(_t.c.status == _PENDING, _t.c.due_at <= bindparam("now", type_=_when),
+           or_(_t.c.lease_until.is_(None), _t.c.lease_until < bindparam("now", type_=_when)))
+    .order_by(_t.c.priority.desc(), _t.c.due_at, _t.c.id)
+    .limit(bindparam("limit"))
+)
+_CLAIM_LOCKED = _CLAIM.with_for_update(skip_locked=True)
+_LEASE = (update(_t).where(_t.c.id.in_(bindparam("ids", expanding=True)))
+          .values(lease_until=bindparam("lease", type_=_when)))
+
+# The customers' row locks come first (in id order, so two dispatchers never deadlock), as on
+# the message path, which may cancel touches.
+_LOCK_CUSTOMERS = (
+    select(_c.c.id, _c.c.channel, _c.c.external_id, _c.c.subscribed, _c.c.timezone, _c.c.marketing_opt_out,
+           _c.c.window_expires_at, _c.c.window_quota, _c.c.window_used)
+    .where(_c.c.id.in_(bindparam("ids", expanding=True))).order_by(_c.c.id).with_for_update()
+)
+# Then the touches still ours: pending under our lease (a cancel committed first wins).
+_LOCK_OURS = (
+    select(_t.c.id).where(_t.c.id.in_(bindparam("ids", expanding=True)), _t.c.status == _PENDING,
+                          _t.c.lease_until == bindparam("lease", type_=_when))
+    .order_by(_t.c.id).with_for_update()
+)
+# Open conversations, newest first: staff hold one (queued or staff); the newest gets the transcript.
+_OPEN_CONVERSATIONS = (
+    select(_v.c.customer_id, _v.c.id, _v.c.state, _v.c.last_seq)
+    .where(_v.c.customer_id.in_(bindparam("ids", expanding=True)), _v.c.state != "closed")
+    .order_by(_v.c.id.desc())
+)
+_SENT_MARKETING = select(_t.c.customer_id, _t.c.sent_at).where(
+    _t.c.customer_id.in_(bindparam("ids", expanding=True)), _t.c.status == TouchStatus.SENT.value,
+    _t.c.kind == "marketing", _t.c.sent_at >= bindparam("since", type_=_when))
+
+_FINISH = update(_t).where(_t.c.id == bindparam("touch_id")).values(
+    status=bindparam("b_status"), reason=bindparam("b_reason"), lease_until=None,
+    attempts=bindparam("b_attempts"), sent_at=bindparam("b_sent_at", type_=_when))
+_RESCHEDULE = update(_t).where(_t.c.id == bindparam("touch_id")).values(
+    status=_PENDING, due_at=bindparam("b_due", type_=_when), reason=bindparam("b_reason"), lease_until=None,
+    attempts=bindparam("b_attempts"), sent_at=None)
+_NEW_CONVERSATION = insert(_v).values(
+    customer_id=bindparam("customer_id"), state="bot", last_seq=0, not_understood_streak=0,
+    started_at=bindparam("b_now", type_=_when), updated_at=bindparam("b_now", type_=_when))
+_SET_SEQ = update(_v).where(_v.c.id == bindparam("conversation_id")).values(last_seq=bindparam("b_seq"))
+_TRANSCRIPT = insert(_m)
+_UNDO_TRANSCRIPT = delete(_m).where(_m.c.conversation_id == bindparam("conversation_id"),
+                                    _m.c.seq == bindparam("b_seq"))
+_UNDO_CONVERSATION = delete(_v).where(_v.c.id == bindparam("conversation_id"))
+_SET_WINDOW = update(_c).where(_c.c.id == bindparam("customer_id")).values(
+    window_expires_at=bindparam("b_expires", type_=_when), window_quota=bindparam("b_quota"),
+    window_used=bindparam("b_used"))
+_SET_USED = update(_c).where(_c.c.id == bindparam("customer_id")).values(window_used=bindparam("b_used"))
+
+
+def _engine(sessions: async_sessionmaker[AsyncSession]) -> AsyncEngine:
+    bind = sessions.kw.get("bind")
+    if not isinstance(bind, AsyncEngine):
+        raise TypeError("touch dispatch needs a session factory bound to an AsyncEngine")
+    return bind
+
+
+# ---- claiming -------------------------------------------------------------------------------
+
+async def claim_touches(engine: AsyncEngine, now: datetime, *, limit: int,
+                        lease_seconds: float) -> tuple[list[ClaimedTouch], datetime]:
+    """Lease up to `limit` due touches, in priority order; returns them and the lease.
 
     PostgreSQL and MySQL/MariaDB: FOR UPDATE SKIP LOCKED, so concurrent claimers get disjoint
     batches without waiting. SQLite has one writer (BEGIN IMMEDIATE), so one claimer at a time.
-    The lease value doubles as a fencing token: a worker only sends a touch whose `lease_until`
+    The lease value doubles as a fencing token: a worker only writes a touch whose `lease_until`
     is still the one it set.
     """
     lease = now + timedelta(seconds=lease_seconds)
-    async with sessions() as session, session.begin():
-        query = (
-            select(Touch.id, Touch.customer_id)
-            .where(Touch.status == TouchStatus.PENDING.value, Touch.due_at <= now,
-                   or_(Touch.lease_until.is_(None), Touch.lease_until < now))
-            .order_by(Touch.priority.desc(), Touch.due_at, Touch.id)
-            .limit(limit)
-        )
-        if session.get_bind().dialect.name != "sqlite":
-            query = query.with_for_update(skip_locked=True)
-        claimed = [(row.id, row.customer_id) for row in (await session.execute(query)).all()]
+    async with engine.begin() as connection:
+        query = _CLAIM if connection.dialect.name == "sqlite" else _CLAIM_LOCKED
+        rows = (await connection.execute(query, {"now": now, "limit": limit})).all()
+        claimed = [ClaimedTouch(*row) for row in rows]
         if claimed:
-            await session.execute(
-                update(Touch).where(Touch.id.in_([touch_id for touch_id, _ in claimed]))
-                .values(lease_until=lease).execution_options(synchronize_session=False)
-            )
+            await connection.execute(_LEASE, {"ids": [touch.id for touch in claimed], "lease": lease})
     return claimed, lease
 
+
+async def claim_due_touches(sessions: async_sessionmaker[AsyncSession], now: datetime, *,
+                            limit: int, lease_seconds: float) -> tuple[list[tuple[int, int]], datetime]:
+    """Lease up to `limit` due touches; returns (touch id, customer id) pairs and the lease."""
+    claimed, lease = await claim_touches(_engine(sessions), now, limit=limit, lease_seconds=lease_seconds)
+    return [(touch.id, touch.customer_id) for touch in claimed], lease
+
+
+# ---- dispatching ----------------------------------------------------------------------------
 
 async def dispatch_due_touches(sessions: async_sessionmaker[AsyncSession], senders: Mapping[str, Sender],
                                settings: TouchPolicySettings, clock: Clock, worker_id: str) -> DispatchStats:
     """Claim and deliver due touches until none are left; one APScheduler job runs this."""
+    engine = _engine(sessions)
     total = DispatchStats()
-    sqlite = sessions.kw.get("bind") is not None and sessions.kw["bind"].dialect.name == "sqlite"
-    concurrency = 1 if sqlite else settings.concurrency
+    concurrency = 1 if engine.dialect.name == "sqlite" else settings.concurrency
     while True:
-        claimed, lease = await claim_due_touches(sessions, clock.now(), limit=settings.batch_size,
-                                                 lease_seconds=settings.lease_seconds)
+        claimed, lease = await claim_touches(engine, clock.now(), limit=settings.batch_size,
+                                             lease_seconds=settings.lease_seconds)
         if not claimed:
             break
         stats = DispatchStats(claimed=len(claimed))
         await _prepare(senders)
-        # One customer's touches go in claim (priority) order; different customers in parallel.
-        by_customer: dict[int, list[int]] = {}
-        for touch_id, customer_id in claimed:
-            by_customer.setdefault(customer_id, []).append(touch_id)
-        gate = asyncio.Semaphore(concurrency)
-
-        async def _customer(customer_id: int, touch_ids: Sequence[int]) -> None:
-            async with gate:
-                for touch_id in touch_ids:
-                    await _deliver_one(sessions, senders, settings, clock, customer_id, touch_id, lease, stats)
-
-        await asyncio.gather(*(_customer(customer_id, ids) for customer_id, ids in by_customer.items()))
+        await deliver_claimed(engine, senders, settings, clock, claimed, lease, stats, concurrency)
         log.debug("worker %s: %s", worker_id, stats)
         total.add(stats)
         if len(claimed) < settings.batch_size:
             break
     return total
+
+
+async def deliver_claimed(engine: AsyncEngine, senders: Mapping[str, Sender], settings: TouchPolicySettings,
+                          clock: Clock, claimed: Sequence[ClaimedTouch], lease: datetime, stats: DispatchStats,
+                          concurrency: int = 1) -> None:
+    """Deliver a claimed batch.
+
+    Rounds keep one customer's touches in claim order: round n holds each customer's n-th touch.
+    A round is cut into groups of at most GROUP_SIZE customers; each group is one transaction
+    (customers locked together, policy inputs read with one statement each, writes batched), and
+    `concurrency` groups run at once, each on its own connection.
+    """
+    rounds: list[list[ClaimedTouch]] = []
+    seen: dict[int, int] = {}
+    for touch in claimed:
+        n = seen.get(touch.customer_id, 0)
+        seen[touch.customer_id] = n + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(touch)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def _run(group: list[ClaimedTouch]) -> None:
+        async with gate:
+            await _deliver_group(engine, senders, settings, clock, group, lease, stats)
+
+    for touches in rounds:
+        size = max(1, min(GROUP_SIZE, -(-len(touches) // concurrency)))
+        await asyncio.gather(*(_run(touches[first:first + size]) for first in range(0, len(touches), size)))
+
+
+GROUP_SIZE = 50  # touches (of different customers) per transaction
 
 
 async def _prepare(senders: Mapping[str, Sender]) -> None:
@@ -140,91 +252,203 @@ async def _prepare(senders: Mapping[str, Sender]) -> None:
                 log.warning("could not prepare %s", type(sender).__name__, exc_info=True)
 
 
-async def _deliver_one(sessions: async_sessionmaker[AsyncSession], senders: Mapping[str, Sender],
-                       settings: TouchPolicySettings, clock: Clock, customer_id: int, touch_id: int,
-                       lease: datetime, stats: DispatchStats) -> None:
+@dataclass(slots=True)
+class _Sending:
+    """A touch marked sent in the open transaction, and what undoes that if the platform refuses."""
+
+    touch: ClaimedTouch
+    customer: Row[Any]
+    via_template: bool
+    conversation_id: int
+    seq: int
+    new_conversation: bool
+
+
+async def _deliver_group(engine: AsyncEngine, senders: Mapping[str, Sender], settings: TouchPolicySettings,
+                         clock: Clock, touches: Sequence[ClaimedTouch], lease: datetime,
+                         stats: DispatchStats) -> None:
+    """Touches of different customers in one transaction; it commits once the platform answered
+    every one of them (the calls run concurrently)."""
+    counts = DispatchStats()
     try:
-        async with sessions() as session, session.begin():
-            await _deliver_locked(session, senders, settings, clock, customer_id, touch_id, lease, stats)
-    except Exception:  # noqa: BLE001 - one touch's database trouble must not stop the batch
-        stats.errors += 1
-        log.exception("touch %s: dispatch failed; it is retried after its lease", touch_id)
-
-
-async def _deliver_locked(session: AsyncSession, senders: Mapping[str, Sender], settings: TouchPolicySettings,
-                          clock: Clock, customer_id: int, touch_id: int, lease: datetime,
-                          stats: DispatchStats) -> None:
-    # Customer first, touch second: the same order as the message path, which may cancel touches.
-    customer = (
-        await session.execute(select(Customer).where(Customer.id == customer_id).with_for_update())
-    ).scalar_one()
-    touch = (
-        await session.execute(select(Touch).where(Touch.id == touch_id).with_for_update()
-                              .execution_options(populate_existing=True))
-    ).scalar_one()
-    if touch.status != TouchStatus.PENDING or touch.lease_until != lease:
-        stats.dropped += 1
+        async with engine.begin() as connection:
+            await _deliver_locked(connection, senders, settings, clock, touches, lease, counts)
+    except Exception:  # noqa: BLE001 - database trouble must not stop the batch
+        stats.errors += len(touches)
+        log.exception("%d touches: dispatch failed; they are retried after their lease", len(touches))
         return
+    stats.add(counts)
+
+
+async def _deliver_locked(connection: AsyncConnection, senders: Mapping[str, Sender],
+                          settings: TouchPolicySettings, clock: Clock, touches: Sequence[ClaimedTouch],
+                          lease: datetime, stats: DispatchStats) -> None:
+    customer_ids = sorted({touch.customer_id for touch in touches})
+    customers = {row.id: row for row in await connection.execute(_LOCK_CUSTOMERS, {"ids": customer_ids})}
+    ours = set((await connection.execute(
+        _LOCK_OURS, {"ids": [touch.id for touch in touches], "lease": lease})).scalars())
     now = clock.now()
-    held = await staff_holds(session, customer.id)
-    counts = await sent_counts(session, customer, now, settings) if touch.kind == "marketing" else SentCounts()
-    decision = decide(touch, customer, now=now, settings=settings, held_by_staff=held, sent=counts)
-    if decision.action is Action.SKIP:
-        _finish(touch, TouchStatus.SKIPPED, decision.reason)
-        stats.skipped += 1
+    conversations: dict[int, list[Row[Any]]] = {}
+    for row in await connection.execute(_OPEN_CONVERSATIONS, {"ids": customer_ids}):
+        conversations.setdefault(row.customer_id, []).append(row)
+    sent = await _sent_counts(connection, [touch for touch in touches if touch.id in ours],
+                              customers, now, settings)
+    finished: list[dict[str, Any]] = []
+    rescheduled: list[dict[str, Any]] = []
+    sending: list[_Sending] = []
+    for touch in touches:
+        if touch.id not in ours:
+            stats.dropped += 1
+            continue
+        customer = customers[touch.customer_id]
+        open_ = conversations.get(touch.customer_id, [])
+        decision = decide(touch, customer, now=now, settings=settings,  # type: ignore[arg-type]
+                          held_by_staff=any(row.state in _HELD for row in open_),
+                          sent=sent.get(touch.customer_id, SentCounts()))
+        if decision.action is Action.SKIP:
+            finished.append(_finished(touch, TouchStatus.SKIPPED, decision.reason, touch.attempts))
+            stats.skipped += 1
+        elif decision.action is Action.DEFER:
+            assert decision.until is not None
+            rescheduled.append({"touch_id": touch.id, "b_due": decision.until, "b_attempts": touch.attempts,
+                                "b_reason": f"deferred: {decision.reason}"})
+            stats.deferred += 1
+        elif customer.channel not in senders:
+            finished.append(_finished(touch, TouchStatus.FAILED, f"channel {customer.channel} cannot push messages",
+                                      touch.attempts))
+            stats.failed += 1
+        else:
+            via_template = decision.action is Action.TEMPLATE
+            if open_:
+                conversation_id, seq, new = open_[0].id, open_[0].last_seq + 1, False
+            else:
+                started = await connection.execute(_NEW_CONVERSATION, {"customer_id": touch.customer_id,
+                                                                       "b_now": now})
+                conversation_id, seq, new = started.inserted_primary_key[0], 1, True
+            # Record success first; the platform calls come last, so the commit follows WeChat's
+            # "ok" as closely as possible. A refused call is undone below, locks still held.
+            sending.append(_Sending(touch, customer, via_template, conversation_id, seq, new))
+            finished.append(_finished(touch, TouchStatus.SENT, f"template: {decision.reason}" if via_template
+                                      else None, touch.attempts + 1, now))
+    await _executemany(connection, _FINISH, finished)
+    await _executemany(connection, _RESCHEDULE, rescheduled)
+    if not sending:
         return
-    if decision.action is Action.DEFER:
-        assert decision.until is not None
-        touch.due_at, touch.lease_until, touch.reason = decision.until, None, f"deferred: {decision.reason}"
-        stats.deferred += 1
-        return
-    await _send(session, senders, settings, customer, touch, decision, now, stats)
+    await _executemany(connection, _SET_SEQ, [{"conversation_id": s.conversation_id, "b_seq": s.seq}
+                                              for s in sending])
+    await _executemany(connection, _TRANSCRIPT, [_transcript_row(s, now) for s in sending])
+    await _executemany(connection, _SET_USED, [
+        {"customer_id": s.touch.customer_id, "b_used": s.customer.window_used + 1}
+        for s in sending if not s.via_template])
+    results = await asyncio.gather(
+        *(_call(senders[s.customer.channel], s.customer.external_id, s.touch, s.via_template) for s in sending),
+        return_exceptions=True)
+    failures = [(s, result) for s, result in zip(sending, results, strict=True) if isinstance(result, BaseException)]
+    for s, result in zip(sending, results, strict=True):
+        if not isinstance(result, BaseException):
+            stats.sent += 1
+            stats.templates += s.via_template
+    if failures:
+        await _undo(connection, settings, failures, clock.now(), stats)
 
 
-async def _send(session: AsyncSession, senders: Mapping[str, Sender], settings: TouchPolicySettings,
-                customer: Customer, touch: Touch, decision: Decision, now: datetime,
-                stats: DispatchStats) -> None:
-    via_template = decision.action is Action.TEMPLATE
-    sender = senders.get(customer.channel)
-    if sender is None:
-        _finish(touch, TouchStatus.FAILED, f"channel {customer.channel} cannot push messages")
-        stats.failed += 1
-        return
-    attempts = touch.attempts + 1
-    # Record success first, inside a savepoint; the platform call comes last, so the commit
-    # follows WeChat's "ok" as closely as possible.
-    savepoint = await session.begin_nested()
-    touch.attempts = attempts
-    _finish(touch, TouchStatus.SENT, f"template: {decision.reason}" if via_template else None)
-    touch.sent_at = now
-    conversation = await current_conversation(session, customer, now)
-    conversation.last_seq += 1
-    session.add(Message(
-        conversation_id=conversation.id, customer_id=customer.id, seq=conversation.last_seq,
-        channel=customer.channel, direction="out", kind="template" if via_template else touch.body["type"],
-        text=transcript_text(touch, via_template), delivery="push",
-        payload={"touch_id": touch.id, "source": "touch", "touch_kind": touch.kind,
-                 **({"template": touch.template} if via_template else {"body": touch.body})},
-        created_at=now,
-    ))
-    if not via_template:
-        count_window_send(customer)
-    await session.flush()
-    try:
-        await _call(sender, customer.external_id, touch, via_template)
-    except Exception as error:  # noqa: BLE001 - every failure is recorded on the touch
-        await savepoint.rollback()
-        # The rollback expired what the savepoint changed: load it again (locks still held).
-        await session.refresh(customer)
-        await session.refresh(touch)
-        _record_failure(touch, customer, error, attempts, now, settings, stats)
-        return
-    await savepoint.commit()
-    stats.sent += 1
-    stats.templates += via_template
+def _finished(touch: ClaimedTouch, status: TouchStatus, reason: str | None, attempts: int,
+              sent_at: datetime | None = None) -> dict[str, Any]:
+    return {"touch_id": touch.id, "b_status": status.value, "b_reason": reason, "b_attempts": attempts,
+            "b_sent_at": sent_at}
 
 
-async def _call(sender: Sender, user_id: str, touch: Touch, via_template: bool) -> None:
+def _transcript_row(sending: _Sending, now: datetime) -> dict[str, Any]:
+    touch, via_template = sending.touch, sending.via_template
+    return {
+        "conversation_id": sending.conversation_id, "customer_id": touch.customer_id, "seq": sending.seq,
+        "channel": sending.customer.channel, "direction": "out",
+        "kind": "template" if via_template else touch.body["type"],
+        "text": transcript_text(touch, via_template), "delivery": "push",
+        "payload": {"touch_id": touch.id, "source": "touch", "touch_kind": touch.kind,
+                    **({"template": touch.template} if via_template else {"body": touch.body})},
+        "created_at": now, "platform_msg_id": None, "reply_to_id": None, "intent": None,
+    }
+
+
+async def _executemany(connection: AsyncConnection, statement: Any, rows: list[dict[str, Any]]) -> None:
+    if len(rows) == 1:
+        await connection.execute(statement, rows[0])
+    elif rows:
+        await connection.execute(statement, rows)
+
+
+async def _sent_counts(connection: AsyncConnection, touches: Sequence[ClaimedTouch],
+                       customers: Mapping[int, Row[Any]], now: datetime,
+                       settings: TouchPolicySettings) -> dict[int, SentCounts]:
+    """Marketing touches already sent in each customer's local day and week, one statement."""
+    periods = {}
+    for touch in touches:
+        if touch.kind == "marketing" and touch.customer_id not in periods:
+            zone = customer_zone(customers[touch.customer_id], settings)  # type: ignore[arg-type]
+            day, _, week, _ = period_starts(now, zone)
+            periods[touch.customer_id] = (day, min(day, week))
+    if not periods:
+        return {}
+    since = min(start for _, start in periods.values())
+    found: dict[int, list[datetime]] = {}
+    for row in await connection.execute(_SENT_MARKETING, {"ids": sorted(periods), "since": since}):
+        found.setdefault(row.customer_id, []).append(row.sent_at)
+    counts = {}
+    for customer_id, (day, start) in periods.items():
+        times = [at for at in found.get(customer_id, ()) if at >= start]
+        counts[customer_id] = SentCounts(today=sum(1 for at in times if at >= day), this_week=len(times))
+    return counts
+
+
+async def _undo(connection: AsyncConnection, settings: TouchPolicySettings,
+                failures: Sequence[tuple[_Sending, BaseException]], now: datetime, stats: DispatchStats) -> None:
+    """The platform refused: take back the transcript row, the sequence number and the window
+    count (we still hold the locks, so nothing else moved them), then skip, retry or fail."""
+    await _executemany(connection, _UNDO_TRANSCRIPT, [
+        {"conversation_id": s.conversation_id, "b_seq": s.seq} for s, _ in failures])
+    await _executemany(connection, _UNDO_CONVERSATION, [
+        {"conversation_id": s.conversation_id} for s, _ in failures if s.new_conversation])
+    await _executemany(connection, _SET_SEQ, [
+        {"conversation_id": s.conversation_id, "b_seq": s.seq - 1} for s, _ in failures if not s.new_conversation])
+    windows: list[dict[str, Any]] = []
+    finished: list[dict[str, Any]] = []
+    rescheduled: list[dict[str, Any]] = []
+    for s, error in failures:
+        touch, customer, attempts = s.touch, s.customer, s.touch.attempts + 1
+        window = {"customer_id": touch.customer_id, "b_expires": customer.window_expires_at,
+                  "b_quota": customer.window_quota, "b_used": customer.window_used}
+        code = error.code if isinstance(error, DeliveryError) else None
+        if code in _WINDOW_ERRORS:
+            # WeChat disagrees with our count: believe it, and don't knock again.
+            if code == WINDOW_CLOSED:
+                window.update(b_expires=None, b_quota=0, b_used=0)
+            else:
+                window["b_used"] = max(customer.window_quota, customer.window_used)
+            windows.append(window)
+            finished.append(_finished(touch, TouchStatus.SKIPPED, f"{_WINDOW_ERRORS[code]} ({code})", attempts))
+            stats.skipped += 1
+            continue
+        if not s.via_template:
+            windows.append(window)
+        reason = error.reason if isinstance(error, DeliveryError) else f"{type(error).__name__}: {error}".rstrip(": ")
+        permanent = isinstance(error, DeliveryError) and code != SYSTEM_BUSY
+        if permanent or attempts >= settings.max_attempts:
+            finished.append(_finished(touch, TouchStatus.FAILED, reason, attempts))
+            stats.failed += 1
+            log.warning("touch %s to %s failed after %d attempts: %s", touch.id, mask(customer.external_id),
+                        attempts, reason)
+            continue
+        delay = min(settings.backoff_seconds * 2 ** (attempts - 1), settings.backoff_max_seconds)
+        rescheduled.append({"touch_id": touch.id, "b_due": now + timedelta(seconds=delay), "b_attempts": attempts,
+                            "b_reason": f"retrying: {reason}"})
+        stats.retried += 1
+    await _executemany(connection, _SET_WINDOW, windows)
+    await _executemany(connection, _FINISH, finished)
+    await _executemany(connection, _RESCHEDULE, rescheduled)
+
+
+async def _call(sender: Sender, user_id: str, touch: ClaimedTouch, via_template: bool) -> None:
     """Through the sender's richest method; a text-only sender (the simulator) gets the text."""
     if via_template:
         send_template = getattr(sender, "send_template", None)
@@ -241,37 +465,7 @@ async def _call(sender: Sender, user_id: str, touch: Touch, via_template: bool) 
         await sender.send_text(user_id, transcript_text(touch, False))
 
 
-def _record_failure(touch: Touch, customer: Customer, error: Exception, attempts: int, now: datetime,
-                    settings: TouchPolicySettings, stats: DispatchStats) -> None:
-    touch.attempts = attempts
-    code = error.code if isinstance(error, DeliveryError) else None
-    if code in _WINDOW_ERRORS:
-        # WeChat disagrees with our count: believe it, and don't knock again.
-        if code == WINDOW_CLOSED:
-            close_window(customer)
-        else:
-            customer.window_used = max(customer.window_quota, customer.window_used)
-        _finish(touch, TouchStatus.SKIPPED, f"{_WINDOW_ERRORS[code]} ({code})")
-        stats.skipped += 1
-        return
-    reason = error.reason if isinstance(error, DeliveryError) else f"{type(error).__name__}: {error}".rstrip(": ")
-    permanent = isinstance(error, DeliveryError) and code != SYSTEM_BUSY
-    if permanent or attempts >= settings.max_attempts:
-        _finish(touch, TouchStatus.FAILED, reason)
-        stats.failed += 1
-        log.warning("touch %s to %s failed after %d attempts: %s", touch.id, mask(customer.external_id),
-                    attempts, reason)
-        return
-    delay = min(settings.backoff_seconds * 2 ** (attempts - 1), settings.backoff_max_seconds)
-    touch.due_at, touch.lease_until, touch.reason = now + timedelta(seconds=delay), None, f"retrying: {reason}"
-    stats.retried += 1
-
-
-def _finish(touch: Touch, status: TouchStatus, reason: str | None) -> None:
-    touch.status, touch.reason, touch.lease_until = status.value, reason, None
-
-
-def transcript_text(touch: Touch, via_template: bool) -> str:
+def transcript_text(touch: ClaimedTouch | Touch, via_template: bool) -> str:
     """What staff see in the transcript for a touch."""
     if via_template:
         assert touch.template is not None

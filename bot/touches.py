@@ -146,7 +146,7 @@ async def enqueue_touch(
 
 async def enqueue_touches(session: AsyncSession, touches: list[dict[str, Any]],
                           now: datetime | None = None) -> int:
-    """Bulk `enqueue_touch` (broadcasts, imports): same validation, one insert-ignore statement.
+    """Bulk `enqueue_touch` (broadcasts, imports): same validation, insert-ignore by key.
 
     Each item holds enqueue_touch's keyword arguments. Returns how many rows were new.
     """
@@ -170,14 +170,23 @@ async def enqueue_touches(session: AsyncSession, touches: list[dict[str, Any]],
                      "attempts": 0, "due_at": item["due_at"], "created_at": created})
     if not rows:
         return 0
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        statement: Any = postgresql.insert(Touch).values(rows).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        statement = sqlite.insert(Touch).values(rows).on_conflict_do_nothing()
-    else:
-        statement = mysql.insert(Touch).values(rows).prefix_with("IGNORE")
-    return int((await session.execute(statement)).rowcount or 0)
+    connection = await session.connection()
+    dialect = connection.dialect.name
+    statement = _BULK_INSERT.get(dialect, _BULK_INSERT["mysql"])
+    if dialect in ("postgresql", "sqlite"):
+        # One statement, compiled once; SQLAlchemy sends the rows as multi-row VALUES batches
+        # ("insertmanyvalues") and RETURNING tells which keys were new.
+        return len((await connection.execute(statement, rows)).all())
+    # MySQL/MariaDB: the driver folds the executemany into multi-row INSERT IGNORE statements.
+    return int((await connection.execute(statement, rows)).rowcount or 0)
+
+
+_touches = Touch.__table__
+_BULK_INSERT: dict[str, Any] = {
+    "postgresql": postgresql.insert(_touches).on_conflict_do_nothing().returning(_touches.c.id),
+    "sqlite": sqlite.insert(_touches).on_conflict_do_nothing().returning(_touches.c.id),
+    "mysql": mysql.insert(_touches).prefix_with("IGNORE"),
+}
 
 
 async def cancel_touches(

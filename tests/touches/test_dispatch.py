@@ -201,14 +201,18 @@ async def test_a_touch_leased_by_a_dead_worker_is_retaken_after_the_lease(sessio
 
 async def test_a_cancelled_touch_is_dropped_even_after_it_was_claimed(sessions, senders, fake_api) -> None:
     from bot.touches import cancel_touches
-    from bot.touch_dispatch import DispatchStats, _deliver_one
+    from bot.touch_dispatch import DispatchStats, claim_touches, deliver_claimed
 
     customer_id = await add_customer(sessions, **OPEN)
     touch_id = await enqueue(sessions, customer_id, "mkt", "marketing")
     clock = FakeClock(T0)
-    claimed, lease = await claim_due_touches(sessions, clock.now(), limit=10, lease_seconds=120)
+    engine = sessions.kw["bind"]
+    claimed, lease = await claim_touches(engine, clock.now(), limit=10, lease_seconds=120)
+    assert [touch.id for touch in claimed] == [touch_id]
     async with sessions() as session, session.begin():
         await cancel_touches(session, customer_id=customer_id, reason="order_paid")
     stats = DispatchStats()
-    await _deliver_one(sessions, senders, SETTINGS, clock, customer_id, touch_id, lease, stats)
+    await deliver_claimed(engine, senders, SETTINGS, clock, claimed, lease, stats)
     assert stats.dropped == 1 and fake_api.sent == []
+    row = await touch_row(sessions, touch_id)
+    assert (row.status, row.reason) == ("skipped", "order_paid")
