@@ -27,6 +27,7 @@ from bot.customer_locks import CustomerLocks
 from bot.messages import EventKind, Inbound, InboundKind, Outcome, Reply
 from bot.privacy import mask
 from bot.turn import Stage, Turn
+from flows import runs
 from handlers.router import Router
 from storage import conversations as store
 from storage.db import is_retryable
@@ -82,14 +83,19 @@ class Pipeline:
             bind = sessions.kw.get("bind")
             group_commit = bind is not None and bind.dialect.name == "sqlite"
         self._group_commit = group_commit
-        self._max_in_flight = max_in_flight
+        self.max_in_flight = max_in_flight
         self._max_batch = max_batch
         self._in_flight = 0
         self._queue: list[_Waiting] = []
         self._writer: asyncio.Task[None] | None = None
 
+    @property
+    def overloaded(self) -> bool:
+        """Whether `handle` would refuse a message now (a channel may answer before parsing further)."""
+        return self._in_flight >= self.max_in_flight
+
     async def handle(self, inbound: Inbound) -> Outcome:
-        if self._in_flight >= self._max_in_flight:
+        if self.overloaded:
             self.stats.overloaded += 1
             raise PipelineOverloaded(f"{self._in_flight} messages in flight")
         self._in_flight += 1
@@ -196,39 +202,55 @@ class Pipeline:
             known: dict[tuple[str, str], tuple[Customer | None, Conversation | None]] = dict(
                 await store.lock_customers_with_conversations(
                     session, [(inbound.channel, inbound.user_id) for inbound in inbounds]))
+            # The flow stage asks every message for the customer's open runs: answer it for the
+            # whole group in one query instead (most customers have none).
+            await runs.note_customers_without_open_runs(
+                session, [customer.id for customer, _ in known.values() if customer is not None])
+            ids = store.WriterIds(session)
             turns = []
             for inbound in inbounds:
                 key = (inbound.channel, inbound.user_id)
                 customer, conversation = known.get(key, (None, None))
-                turn = await self._take(session, inbound, customer, conversation)
+                turn = await self._take(session, inbound, customer, conversation, ids)
                 known[key] = (turn.customer, turn.conversation)
-                turns.append((turn, self._answer(session, turn)))
-            # SQLite has one writer and this transaction holds its lock: give the new messages
-            # their ids here, so one flush sends them all in one executemany.
-            new = [m for turn, outgoing in turns for m in (turn.message, *outgoing) if m.id is None]
-            if new:
-                first = await store.next_message_id(session)
-                for offset, message in enumerate(new):
-                    message.id = first + offset
+                turns.append((turn, self._answer(session, turn, stored_by_session=False)))
+            # The group's own messages stay out of the session (no stage reads them back) and go
+            # to the database in one executemany, after what the stages added, with ids taken
+            # last so that a row the database numbered is never in the way.
             await session.flush()
+            new = [m for turn, outgoing in turns for m in (turn.message, *outgoing)]
+            first = await ids.take(Message, len(new))
+            for offset, message in enumerate(new):
+                message.id = first + offset
+            await store.insert_messages(session, new)
         return [self._done(turn, outgoing) for turn, outgoing in turns]
 
     # ------------------------------------------------------------ the steps of one message
 
     async def _take(self, session: AsyncSession, inbound: Inbound, customer: Customer | None,
-                    conversation: Conversation | None) -> Turn:
-        """Store the inbound (pending) and let the stages and the router answer it."""
+                    conversation: Conversation | None, ids: store.WriterIds | None = None) -> Turn:
+        """Store the inbound (pending) and let the stages and the router answer it.
+
+        With `ids` (the group's writer) new rows get their ids without a flush of their own.
+        """
         now = self._clock.now()
         if customer is None:
             customer = store.new_customer(inbound.channel, inbound.user_id, now,
                                           unionid=inbound.unionid, source=_source_of(inbound))
+            if ids is not None:
+                customer.id = await ids.take(Customer)
             session.add(customer)
-            await session.flush()
+            if ids is None:
+                await session.flush()
+            runs.remember_without_open_runs(session, {customer.id})
             store.log_event(session, customer.id, "first_contact", now,
                             {"channel": inbound.channel, "source": customer.source})
         if conversation is None:
             conversation = store.start_conversation(session, customer, now)
-            await session.flush()
+            if ids is not None:
+                conversation.id = await ids.take(Conversation)
+            else:
+                await session.flush()
         self._apply_customer_changes(session, customer, inbound, now)
 
         conversation.last_seq += 1
@@ -237,7 +259,8 @@ class Pipeline:
             channel=inbound.channel, direction="in", kind=str(inbound.kind), text=inbound.text,
             platform_msg_id=inbound.dedup_key, payload=inbound.payload, created_at=inbound.received_at,
         )
-        session.add(incoming)
+        if ids is None:
+            session.add(incoming)
 
         turn = Turn(session=session, inbound=inbound, customer=customer, conversation=conversation,
                     message=incoming, now=now,
@@ -245,8 +268,8 @@ class Pipeline:
         await self._run(turn)
         return turn
 
-    def _answer(self, session: AsyncSession, turn: Turn) -> list[Message]:
-        """The turn's replies as pending outbound messages."""
+    def _answer(self, session: AsyncSession, turn: Turn, *, stored_by_session: bool = True) -> list[Message]:
+        """The turn's replies as outbound messages, pending in the session unless the caller stores them."""
         incoming, conversation, customer, now = turn.message, turn.conversation, turn.customer, turn.now
         incoming.intent = turn.match.intent if turn.match else None
         outgoing = []
@@ -258,7 +281,8 @@ class Pipeline:
                 reply_to=incoming, delivery="passive", intent=reply.intent,
                 payload={"source": reply.source}, created_at=now,
             ))
-        session.add_all(outgoing)
+        if stored_by_session:
+            session.add_all(outgoing)
         conversation.updated_at = now
         return outgoing
 

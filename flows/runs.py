@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from storage.models import Customer, FlowRun, FlowVersion
 from storage.upsert import insert_ignore
@@ -31,10 +32,63 @@ async def load_version(session: AsyncSession, flow: str, version: str) -> dict[s
 
 
 async def open_runs(session: AsyncSession, customer_id: int) -> list[FlowRun]:
+    if customer_id in _known_without_open_runs(session):
+        return []
     return list((await session.execute(
         select(FlowRun).where(FlowRun.customer_id == customer_id, FlowRun.status.in_(OPEN))
         .order_by(FlowRun.id)
     )).scalars())
+
+
+# Most customers have no open run, and asking per message costs a query plus an autoflush of
+# everything pending. A writer that handles many customers in one transaction asks once for all
+# of them; the answer holds until commit because every run is added through this session (the
+# listener below forgets a customer as soon as one is) and, on SQLite, the transaction holds the
+# database's one write lock, so no other writer can add one meanwhile.
+_WITHOUT_OPEN_RUNS = "flows.customers_without_open_runs"
+
+
+async def note_customers_without_open_runs(session: AsyncSession, customer_ids: Sequence[int]) -> None:
+    """Look up, in one query, which of these customers have no open run, and remember it for
+    this transaction (`open_runs` then answers them without a query)."""
+    ids = set(customer_ids)
+    with_runs = set((await session.execute(
+        select(FlowRun.customer_id).where(FlowRun.customer_id.in_(ids), FlowRun.status.in_(OPEN))
+    )).scalars()) if ids else set()
+    remember_without_open_runs(session, ids - with_runs)
+
+
+def remember_without_open_runs(session: AsyncSession, customer_ids: set[int]) -> None:
+    """Customers known to have no open run in this transaction (new customers, say)."""
+    sync = session.sync_session
+    transaction = sync.get_transaction()
+    if transaction is None:
+        return
+    noted = sync.info.get(_WITHOUT_OPEN_RUNS)
+    if noted is None or noted[0] is not transaction:
+        noted = (transaction, set[int]())
+        sync.info[_WITHOUT_OPEN_RUNS] = noted
+        if not event.contains(sync, "transient_to_pending", _forget_customer_of_new_run):
+            event.listen(sync, "transient_to_pending", _forget_customer_of_new_run)
+    noted[1].update(customer_ids)
+
+
+def _known_without_open_runs(session: AsyncSession) -> set[int]:
+    sync = session.sync_session
+    noted = sync.info.get(_WITHOUT_OPEN_RUNS)
+    if noted is None or noted[0] is not sync.get_transaction():
+        return set()
+    return noted[1]
+
+
+def _forget_customer_of_new_run(session: Session, instance: object) -> None:
+    if isinstance(instance, FlowRun):
+        noted = session.info.get(_WITHOUT_OPEN_RUNS)
+        if noted is not None:
+            if instance.customer_id is None:  # customer given by relationship: forget them all
+                noted[1].clear()
+            else:
+                noted[1].discard(instance.customer_id)
 
 
 async def last_run(session: AsyncSession, customer_id: int, flow: str) -> FlowRun | None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from datetime import datetime
-from collections.abc import Collection
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy import Table, and_, bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Conversation, Customer, Event, Message
@@ -97,18 +97,61 @@ _customers_with_conversations = (
 )
 
 
-async def next_message_id(session: AsyncSession) -> int:
-    """The first unused message id, for a writer that assigns ids itself.
+class WriterIds:
+    """Ids for the customers, conversations and messages one writer inserts in this transaction.
 
-    Only sound while this transaction holds the database's one write lock (SQLite's BEGIN
-    IMMEDIATE): nobody else can insert until commit. Rows with known ids go to the database
-    in one executemany, where ids the database assigns need one INSERT … RETURNING per row.
+    Only sound while the transaction holds the database's one write lock (SQLite's BEGIN
+    IMMEDIATE): nobody else can insert until commit, and SQLite itself would hand out the same
+    ids (the largest plus one). Rows with known ids need no flush to learn them, and go to the
+    database together in one executemany per table, where ids the database assigns need a
+    flush (one INSERT … RETURNING) as soon as a later row refers to them.
     """
-    with session.no_autoflush:
-        return ((await session.execute(_max_message_id)).scalar() or 0) + 1
+
+    def __init__(self, session: AsyncSession):
+        self._session = session
+        self._next: dict[type, int] = {}
+
+    async def take(self, model: type[Customer | Conversation | Message], count: int = 1) -> int:
+        """The first of `count` consecutive unused ids of the model's table.
+
+        A table's largest id is read when its first id is taken; take a table's ids either all
+        from here or after anything else has inserted into it in this transaction.
+        """
+        if model not in self._next:
+            with self._session.no_autoflush:  # what is pending already has its ids from here
+                largest = (await self._session.execute(_largest_id[model])).scalar()
+                if model is not Message and not self._next.keys() - {Message}:
+                    # Nothing tells the unit of work that a message must follow its new customer
+                    # (no relationship), so rows may go out in either order: check the foreign
+                    # keys at commit instead of per statement (reset by SQLite at commit).
+                    await self._session.execute(_defer_foreign_keys)
+            self._next[model] = (largest or 0) + 1
+        first = self._next[model]
+        self._next[model] = first + count
+        return first
 
 
-_max_message_id = select(func.max(Message.id))
+_defer_foreign_keys = text("PRAGMA defer_foreign_keys = ON")
+_largest_id: dict[type, Any] = {model: select(func.max(model.id)) for model in (Customer, Conversation, Message)}
+
+
+async def insert_messages(session: AsyncSession, messages: Sequence[Message]) -> None:
+    """Store messages that carry their ids (and their replies' `reply_to`) in one executemany,
+    without the unit of work: for a writer that holds many new messages no query reads back."""
+    if not messages:
+        return
+    rows = [{
+        "id": m.id, "conversation_id": m.conversation_id, "customer_id": m.customer_id, "seq": m.seq,
+        "channel": m.channel, "direction": m.direction, "kind": m.kind,
+        "text": "" if m.text is None else m.text, "platform_msg_id": m.platform_msg_id,
+        "reply_to_id": m.reply_to.id if m.reply_to is not None else m.reply_to_id,
+        "delivery": m.delivery, "intent": m.intent, "payload": {} if m.payload is None else m.payload,
+        "created_at": m.created_at,
+    } for m in messages]
+    await (await session.connection()).execute(_insert_message, rows)
+
+
+_insert_message = insert(cast(Table, Message.__table__))
 
 
 def new_customer(channel: str, external_id: str, now: datetime, **fields: Any) -> Customer:

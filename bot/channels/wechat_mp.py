@@ -2,6 +2,9 @@
 
 Plain, compatible and safe (AES) modes. If the answer is not ready before the deadline the
 callback is acknowledged with `success` and the answer goes out as a customer-service message.
+When the pipeline already holds more messages than it takes on, the callback gets a quick 503
+with nothing stored: WeChat delivers a callback that got no valid answer again (up to three
+times, seconds apart), by when the backlog has usually cleared.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from bot.config import WechatMpSettings
 from bot.messages import EventKind, Inbound, InboundKind, Outcome
 from bot.metrics import Metrics
 from bot.outbox import DeliveryError, Outbox
-from bot.pipeline import Pipeline
+from bot.pipeline import Pipeline, PipelineOverloaded
 
 log = logging.getLogger(__name__)
 
@@ -199,10 +202,14 @@ class WechatMpCallback:
         """The text of the passive reply, or None to answer `success` and push instead."""
         if inbound.dedup_key in self._late:
             return None  # the first delivery's answer is already on its way by push
+        if self._pipeline.overloaded:
+            raise self._reject(web.HTTPServiceUnavailable, "overloaded")
         work = self._tasks.spawn(self._pipeline.handle(inbound), name="wechat_mp message")
         remaining = self._settings.reply_deadline_seconds - (time.monotonic() - started)
         try:
             outcome = await asyncio.wait_for(asyncio.shield(work), timeout=max(remaining, 0.0))
+        except PipelineOverloaded:
+            raise self._reject(web.HTTPServiceUnavailable, "overloaded") from None
         except TimeoutError:
             assert inbound.dedup_key is not None
             self._late.add(inbound.dedup_key)

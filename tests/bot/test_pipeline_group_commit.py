@@ -9,12 +9,14 @@ import pytest
 
 from bot.clock import SystemClock
 from bot.console.stage import HandoffStage
+from bot.message_path import build_flow_engine, build_stages
 from bot.messages import Inbound, InboundKind
 from bot.pipeline import Pipeline, PipelineOverloaded
 from bot.turn import Turn
 from bot.understanding import build_router
 from storage.db import make_engine, make_sessionmaker
-from tests.support.db import messages
+from storage.models import Conversation, Customer, StageChange
+from tests.support.db import events, messages, rows
 
 
 def text(user: str, words: str, dedup: str) -> Inbound:
@@ -120,3 +122,32 @@ async def test_a_stage_that_flushes_inside_a_group_keeps_every_row(sqlite_url, e
     expected = 6 + sum(len(o.replies) for o in outcomes)
     assert len(stored) == expected and len({m.id for m in stored}) == expected
     assert sorted(i for o in outcomes for i in o.message_ids) == sorted(m.id for m in stored if m.direction == "out")
+
+
+async def test_new_customers_arriving_together_are_stored_in_one_group_with_every_stage(sqlite_url, example_settings):
+    """First contacts through the production stages: ids handed out by the group, no fallback."""
+    engine = make_engine(sqlite_url)
+    sessions = make_sessionmaker(engine)
+    flows = build_flow_engine(example_settings, sessions)
+    pipeline = Pipeline(sessions, build_router(example_settings), SystemClock(),
+                        stages=build_stages(example_settings, flows))
+    try:
+        await pipeline.handle(text("o-known", "几点开门", "msg:known"))
+        inbounds = [text(f"o-{i}", "几点开门", f"msg:{i}") for i in range(20)]
+        inbounds.insert(7, text("o-known", "几点开门", "msg:known:2"))
+        outcomes = await asyncio.gather(*(pipeline.handle(inbound) for inbound in inbounds))
+    finally:
+        await engine.dispose()
+    assert pipeline.stats.batch_fallbacks == 0 and pipeline.stats.batches < 21
+    assert all(o.replies and not o.duplicate for o in outcomes)
+    customers = await rows(sqlite_url, Customer)
+    assert len(customers) == 21 and len({c.id for c in customers}) == 21
+    conversations = {c.customer_id: c for c in await rows(sqlite_url, Conversation)}
+    for customer in customers:
+        stored = await messages(sqlite_url, customer.external_id)
+        assert all(m.conversation_id == conversations[customer.id].id for m in stored)
+        assert [m.seq for m in stored] == list(range(1, len(stored) + 1))
+        assert conversations[customer.id].last_seq == len(stored)
+    assert len(await messages(sqlite_url, "o-known")) == 4
+    assert len(await events(sqlite_url, "first_contact")) == 21
+    assert sorted(s.customer_id for s in await rows(sqlite_url, StageChange)) == sorted(c.id for c in customers)

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from bot import keys
 from tests.support.db import customer_row, events, messages
 from tests.support.wechat import ACCOUNT, event_xml, message_xml, sha1_signature, text_xml
 
@@ -232,6 +233,22 @@ async def test_a_retried_event_is_processed_once(wechat, sqlite_url):
     assert first == second and "欢迎关注" in first["Content"]
     assert len(await messages(sqlite_url, "o-new")) == 2
     assert [e.kind for e in await events(sqlite_url, "subscribe")] == ["subscribe"]
+
+
+async def test_an_overloaded_pipeline_answers_503_at_once_and_the_retry_is_answered(wechat, sqlite_url):
+    server = await wechat()
+    pipeline = server.client.server.app[keys.PIPELINE]
+    xml = text_xml("o-busy", "几点开门", msg_id=6054768590064713999)
+    pipeline.max_in_flight = 0  # as if 2,000 messages were already waiting
+    status, text = await server.post(xml)
+    assert status == 503 and text == "overloaded"
+    assert await messages(sqlite_url) == []  # nothing stored: WeChat's retry is a first delivery
+    pipeline.max_in_flight = 2000
+    status, body = await server.post(xml)
+    assert status == 200 and server.read_reply(body)["Content"] == HOURS_REPLY
+    assert [m.direction for m in await messages(sqlite_url, "o-busy")] == ["in", "out"]
+    metrics = await (await server.client.get("/metrics")).text()
+    assert 'reason="overloaded"' in metrics
 
 
 async def test_slow_answer_falls_back_to_a_customer_service_message(wechat, sqlite_url, fake_api):
