@@ -6,13 +6,14 @@ after `bot/touch_policy.py` has re-checked them at the moment of sending.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy import select, text, update
+from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Touch
@@ -172,8 +173,12 @@ async def enqueue_touches(session: AsyncSession, touches: list[dict[str, Any]],
         return 0
     connection = await session.connection()
     dialect = connection.dialect.name
+    if dialect == "postgresql":
+        # One statement per batch whatever its size: each column travels as one array parameter
+        # (binary, encoded by the driver), and RETURNING tells which keys were new.
+        return len((await connection.execute(_PG_UNNEST, _columns(rows, created))).all())
     statement = _BULK_INSERT.get(dialect, _BULK_INSERT["mysql"])
-    if dialect in ("postgresql", "sqlite"):
+    if dialect == "sqlite":
         # One statement, compiled once; SQLAlchemy sends the rows as multi-row VALUES batches
         # ("insertmanyvalues") and RETURNING tells which keys were new.
         return len((await connection.execute(statement, rows)).all())
@@ -181,9 +186,42 @@ async def enqueue_touches(session: AsyncSession, touches: list[dict[str, Any]],
     return int((await connection.execute(statement, rows)).rowcount or 0)
 
 
+def _columns(rows: list[dict[str, Any]], created: datetime) -> dict[str, Any]:
+    """Rows as the arrays `_PG_UNNEST` takes: JSON as text, times as naive UTC (see UTCDateTime)."""
+    def utc(value: datetime) -> datetime:
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    return {
+        "customer_id": [row["customer_id"] for row in rows],
+        "flow_run_id": [row["flow_run_id"] for row in rows],
+        "kind": [row["kind"] for row in rows],
+        "body": [json.dumps(row["body"]) for row in rows],
+        "template": [None if row["template"] is None else json.dumps(row["template"]) for row in rows],
+        "priority": [row["priority"] for row in rows],
+        "defer_when_capped": [row["defer_when_capped"] for row in rows],
+        "idempotency_key": [row["idempotency_key"] for row in rows],
+        "due_at": [utc(row["due_at"]) for row in rows],
+        "status": TouchStatus.PENDING.value,
+        "created_at": utc(created),
+    }
+
+
+_PG_UNNEST = text("""
+INSERT INTO touches (customer_id, flow_run_id, kind, body, template, priority, defer_when_capped,
+                     idempotency_key, status, attempts, due_at, created_at)
+SELECT customer_id, flow_run_id, kind, body::json, template::json, priority, defer_when_capped,
+       idempotency_key, CAST(:status AS VARCHAR), 0, due_at, CAST(:created_at AS TIMESTAMP)
+FROM unnest(CAST(:customer_id AS BIGINT[]), CAST(:flow_run_id AS BIGINT[]), CAST(:kind AS VARCHAR[]),
+            CAST(:body AS TEXT[]), CAST(:template AS TEXT[]), CAST(:priority AS INTEGER[]),
+            CAST(:defer_when_capped AS BOOLEAN[]), CAST(:idempotency_key AS VARCHAR[]),
+            CAST(:due_at AS TIMESTAMP[]))
+     AS new (customer_id, flow_run_id, kind, body, template, priority, defer_when_capped, idempotency_key,
+             due_at)
+ON CONFLICT DO NOTHING
+RETURNING id
+""")
 _touches = Touch.__table__
 _BULK_INSERT: dict[str, Any] = {
-    "postgresql": postgresql.insert(_touches).on_conflict_do_nothing().returning(_touches.c.id),
     "sqlite": sqlite.insert(_touches).on_conflict_do_nothing().returning(_touches.c.id),
     "mysql": mysql.insert(_touches).prefix_with("IGNORE"),
 }

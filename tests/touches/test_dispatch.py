@@ -216,3 +216,87 @@ async def test_a_cancelled_touch_is_dropped_even_after_it_was_claimed(sessions, 
     assert stats.dropped == 1 and fake_api.sent == []
     row = await touch_row(sessions, touch_id)
     assert (row.status, row.reason) == ("skipped", "order_paid")
+
+
+async def _group_of_three(sessions) -> list[int]:
+    """Three customers with an open window, one due touch each; the first already has a chat."""
+    ids = [await add_customer(sessions, f"o-{name}", **OPEN) for name in ("ann", "ben", "cat")]
+    async with sessions() as session, session.begin():
+        session.add(Conversation(customer_id=ids[0], state="bot", last_seq=2, not_understood_streak=0,
+                                 started_at=T0, updated_at=T0))
+    for customer_id in ids:
+        await enqueue(sessions, customer_id, f"svc-{customer_id}")
+    return ids
+
+
+async def _books_balance(sessions) -> list[Message]:
+    """Every conversation's last_seq is its number of rows (from the seeded 2); returns the touch rows."""
+    async with sessions() as session:
+        messages = list((await session.execute(select(Message).order_by(Message.id))).scalars())
+        for conversation in (await session.execute(select(Conversation))).scalars():
+            rows = [m for m in messages if m.conversation_id == conversation.id]
+            seeded = 2 if conversation.customer_id == (await _first_customer(session)) else 0
+            assert conversation.last_seq == seeded + len(rows)
+            assert [m.seq for m in rows] == list(range(seeded + 1, conversation.last_seq + 1))
+    return messages
+
+
+async def _first_customer(session) -> int:
+    return (await session.execute(select(Customer.id).order_by(Customer.id).limit(1))).scalar_one()
+
+
+async def test_one_refusal_in_a_group_is_undone_and_the_others_are_sent(sessions, senders, fake_api) -> None:
+    ids = await _group_of_three(sessions)
+    fake_api.send_errors = [45015]  # whichever call arrives first is refused
+    stats = await dispatch(sessions, senders, FakeClock(T0))
+    assert (stats.claimed, stats.sent, stats.skipped) == (3, 2, 1)
+    messages = await _books_balance(sessions)
+    async with sessions() as session:
+        touches = {t.customer_id: t for t in (await session.execute(select(Touch))).scalars()}
+        customers = {c.id: c for c in (await session.execute(select(Customer))).scalars()}
+    refused = next(i for i in ids if touches[i].status == "skipped")
+    assert touches[refused].reason == "window_closed (45015)" and touches[refused].sent_at is None
+    assert (customers[refused].window_expires_at, customers[refused].window_used) == (None, 0)
+    assert sorted(m.customer_id for m in messages) == sorted(i for i in ids if i != refused)
+    for customer_id in ids:
+        if customer_id != refused:
+            assert (touches[customer_id].status, customers[customer_id].window_used) == ("sent", 1)
+    assert len(fake_api.sent) == 2
+
+
+async def test_a_failed_call_in_a_group_is_retried_with_the_window_count_restored(sessions, senders,
+                                                                                 fake_api) -> None:
+    ids = await _group_of_three(sessions)
+    fake_api.send_statuses = [502]
+    clock = FakeClock(T0)
+    stats = await dispatch(sessions, senders, clock)
+    assert (stats.sent, stats.retried) == (2, 1)
+    await _books_balance(sessions)
+    async with sessions() as session:
+        retried = (await session.execute(select(Touch).where(Touch.status == "pending"))).scalar_one()
+        customer = await session.get(Customer, retried.customer_id)
+    assert (retried.attempts, retried.due_at, retried.sent_at) == (1, T0 + timedelta(seconds=10), None)
+    assert customer is not None and customer.window_used == 0
+    clock.advance(seconds=10)
+    assert (await dispatch(sessions, senders, clock)).sent == 1
+    messages = await _books_balance(sessions)
+    assert sorted(m.customer_id for m in messages) == sorted(ids) and len(fake_api.sent) == 3
+
+
+async def test_a_customers_touches_go_in_priority_order_between_other_customers(sessions, senders,
+                                                                                fake_api) -> None:
+    alice = await add_customer(sessions, **OPEN)
+    others = [await add_customer(sessions, f"o-{n}", **OPEN) for n in range(5)]
+    for n in range(3):
+        await enqueue(sessions, alice, f"a{n}", body={"type": "text", "text": f"a{n}"}, priority=n)
+    for customer_id in others:
+        await enqueue(sessions, customer_id, f"o{customer_id}", priority=1)
+    settings = TouchPolicySettings(concurrency=4)
+    stats = await dispatch(sessions, senders, FakeClock(T0), settings)
+    assert stats.sent == 8
+    to_alice = [p["text"]["content"] for p in fake_api.sent if p["touser"] == "o-alice"]
+    assert to_alice == ["a2", "a1", "a0"]
+    async with sessions() as session:
+        seqs = [(m.seq, m.text) for m in (await session.execute(
+            select(Message).where(Message.customer_id == alice).order_by(Message.seq))).scalars()]
+    assert seqs == [(1, "a2"), (2, "a1"), (3, "a0")]

@@ -83,3 +83,28 @@ async def test_bulk_enqueue_validates_and_ignores_existing_keys(sessions) -> Non
     async with sessions() as session, session.begin():
         with pytest.raises(TouchError):
             await enqueue_touches(session, [{**items[0], "kind": "promo"}])
+
+
+async def test_bulk_enqueue_stores_every_field(sessions) -> None:
+    from bot.touches import enqueue_touches
+
+    customer_id = await add_customer(sessions)
+    template = {"template_id": "TPL", "data": {"thing1": "订单已发货"}, "url": "https://example.com/o/1"}
+    items = [
+        {"customer_id": customer_id, "kind": "service", "body": TEXT, "template": template,
+         "due_at": T0 + timedelta(minutes=5), "idempotency_key": "full", "priority": 7, "flow_run_id": 42},
+        {"customer_id": customer_id, "kind": "marketing", "body": {"type": "image", "media_id": "M1"},
+         "due_at": T0, "idempotency_key": "bare", "defer_when_capped": True},
+    ]
+    async with sessions() as session, session.begin():
+        assert await enqueue_touches(session, items, now=T0) == 2
+    async with sessions() as session:
+        stored = {t.idempotency_key: t for t in (await session.execute(select(Touch))).scalars()}
+    full, bare = stored["full"], stored["bare"]
+    assert (full.kind, full.body, full.template, full.due_at, full.priority, full.flow_run_id) == (
+        "service", TEXT, template, T0 + timedelta(minutes=5), 7, 42)
+    assert (full.status, full.attempts, full.created_at, full.defer_when_capped, full.lease_until) == (
+        "pending", 0, T0, False, None)
+    assert (bare.kind, bare.body, bare.template, bare.due_at, bare.priority, bare.flow_run_id) == (
+        "marketing", {"type": "image", "media_id": "M1"}, None, T0, 0, None)
+    assert bare.defer_when_capped is True
