@@ -174,9 +174,10 @@ async def enqueue_touches(session: AsyncSession, touches: list[dict[str, Any]],
     connection = await session.connection()
     dialect = connection.dialect.name
     if dialect == "postgresql":
-        # One statement per batch whatever its size: each column travels as one array parameter
-        # (binary, encoded by the driver), and RETURNING tells which keys were new.
-        return len((await connection.execute(_PG_UNNEST, _columns(rows, created))).all())
+        # One statement per batch whatever its size, its text always the same (one prepared
+        # statement); RETURNING tells which keys were new.
+        parameters = {"rows": _recordset(rows), "created_at": created.astimezone(UTC).replace(tzinfo=None)}
+        return len((await connection.execute(_PG_RECORDSET, parameters)).all())
     statement = _BULK_INSERT.get(dialect, _BULK_INSERT["mysql"])
     if dialect == "sqlite":
         # One statement, compiled once; SQLAlchemy sends the rows as multi-row VALUES batches
@@ -186,37 +187,28 @@ async def enqueue_touches(session: AsyncSession, touches: list[dict[str, Any]],
     return int((await connection.execute(statement, rows)).rowcount or 0)
 
 
-def _columns(rows: list[dict[str, Any]], created: datetime) -> dict[str, Any]:
-    """Rows as the arrays `_PG_UNNEST` takes: JSON as text, times as naive UTC (see UTCDateTime)."""
-    def utc(value: datetime) -> datetime:
-        return value.astimezone(UTC).replace(tzinfo=None)
-
-    return {
-        "customer_id": [row["customer_id"] for row in rows],
-        "flow_run_id": [row["flow_run_id"] for row in rows],
-        "kind": [row["kind"] for row in rows],
-        "body": [json.dumps(row["body"]) for row in rows],
-        "template": [None if row["template"] is None else json.dumps(row["template"]) for row in rows],
-        "priority": [row["priority"] for row in rows],
-        "defer_when_capped": [row["defer_when_capped"] for row in rows],
-        "idempotency_key": [row["idempotency_key"] for row in rows],
-        "due_at": [utc(row["due_at"]) for row in rows],
-        "status": TouchStatus.PENDING.value,
-        "created_at": utc(created),
-    }
+def _recordset(rows: list[dict[str, Any]]) -> str:
+    """Rows as the one JSON document `_PG_RECORDSET` takes; times as naive UTC (see UTCDateTime)."""
+    utc: dict[datetime, str] = {}
+    records = []
+    for row in rows:
+        due = row["due_at"]
+        if due not in utc:
+            utc[due] = due.astimezone(UTC).replace(tzinfo=None).isoformat()
+        records.append({**row, "due_at": utc[due], "created_at": None})
+    return json.dumps(records)
 
 
-_PG_UNNEST = text("""
+# PostgreSQL: the whole batch travels as one JSON parameter, unpacked by json_to_recordset.
+_PG_RECORDSET = text("""
 INSERT INTO touches (customer_id, flow_run_id, kind, body, template, priority, defer_when_capped,
                      idempotency_key, status, attempts, due_at, created_at)
-SELECT customer_id, flow_run_id, kind, body::json, template::json, priority, defer_when_capped,
-       idempotency_key, CAST(:status AS VARCHAR), 0, due_at, CAST(:created_at AS TIMESTAMP)
-FROM unnest(CAST(:customer_id AS BIGINT[]), CAST(:flow_run_id AS BIGINT[]), CAST(:kind AS VARCHAR[]),
-            CAST(:body AS TEXT[]), CAST(:template AS TEXT[]), CAST(:priority AS INTEGER[]),
-            CAST(:defer_when_capped AS BOOLEAN[]), CAST(:idempotency_key AS VARCHAR[]),
-            CAST(:due_at AS TIMESTAMP[]))
-     AS new (customer_id, flow_run_id, kind, body, template, priority, defer_when_capped, idempotency_key,
-             due_at)
+SELECT customer_id, flow_run_id, kind, body, template, priority, defer_when_capped,
+       idempotency_key, status, attempts, due_at, CAST(:created_at AS TIMESTAMP)
+FROM json_to_recordset(CAST(:rows AS JSON))
+     AS new (customer_id BIGINT, flow_run_id BIGINT, kind VARCHAR, body JSON, template JSON, priority INTEGER,
+             defer_when_capped BOOLEAN, idempotency_key VARCHAR, status VARCHAR, attempts INTEGER,
+             due_at TIMESTAMP)
 ON CONFLICT DO NOTHING
 RETURNING id
 """)
