@@ -14,7 +14,8 @@ figure. Figures only, no assertions.
         --naive-url postgresql+psycopg://root@127.0.0.1:5432/siyu_bench
 
 Use an empty database for `--url` (it is migrated, then filled); the job store creates its own
-table. The naive design adds one job row per commit and deletes it after running, so it is timed
+table and drops it after. `--processes N` dispatches from N processes at once (as N `siyu serve`
+would; PostgreSQL or MySQL). The naive design adds one job row per commit and deletes it after running, so it is timed
 on `--naive-count` messages (default: at most 10,000) to keep the run short; rates are per second.
 """
 
@@ -122,6 +123,61 @@ def serve_fake_wechat(port: int) -> None:
 
 # ---- the outbox ---------------------------------------------------------------------------
 
+async def _dispatch(url: str, concurrency: int, batch_size: int, api_base: str,
+                    http: aiohttp.ClientSession, ready: Any = None) -> Any:
+    engine = make_engine(url, pool_size=concurrency + 2)
+    sessions = make_sessionmaker(engine)
+    settings = TouchPolicySettings(quiet_hours_start=clock_time(0), quiet_hours_end=clock_time(0),
+                                   batch_size=batch_size, concurrency=concurrency)
+    api = WechatApi(http, sessions, SystemClock(), base_url=api_base, app_id=APP_ID, app_secret=APP_SECRET)
+    sender = WechatMpSender(api)
+    await sender.prepare()
+    if ready is not None:
+        await ready()
+    try:
+        return await dispatch_due_touches(sessions, {"wechat_mp": sender}, settings, SystemClock(), "bench")
+    finally:
+        await engine.dispose()
+
+
+def dispatch_worker(url: str, concurrency: int, batch_size: int, api_base: str) -> None:
+    """Hidden --dispatch-worker mode: one more dispatching process (as `siyu serve` would be)."""
+    async def run() -> None:
+        async def ready() -> None:
+            print("ready", flush=True)
+            await asyncio.to_thread(sys.stdin.readline)
+
+        connector = aiohttp.TCPConnector(limit=concurrency + 2)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            stats = await _dispatch(url, concurrency, batch_size, api_base, http, ready)
+        print(json.dumps({"sent": stats.sent, "errors": stats.errors}), flush=True)
+
+    asyncio.run(run())
+
+
+async def _dispatch_in_processes(processes: int, url: str, concurrency: int, batch_size: int,
+                                 api_base: str) -> tuple[int, float]:
+    children = [subprocess.Popen([sys.executable, __file__, "--dispatch-worker", url, str(concurrency),
+                                  str(batch_size), api_base], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                for _ in range(processes)]
+    for child in children:
+        assert child.stdout is not None
+        assert (await asyncio.to_thread(child.stdout.readline)).strip() == b"ready"
+    started = time.perf_counter()
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write(b"go\n")
+        child.stdin.flush()
+    sent = 0
+    for child in children:
+        assert child.stdout is not None
+        sent += json.loads(await asyncio.to_thread(child.stdout.readline))["sent"]
+    elapsed = time.perf_counter() - started
+    for child in children:
+        child.wait(timeout=30)
+    return sent, elapsed
+
+
 def load() -> str:
     return "load %.2f %.2f %.2f" % os.getloadavg()
 
@@ -138,7 +194,7 @@ async def _seed_customers(sessions: Any, now: datetime) -> list[int]:
         return list(result.scalars())
 
 
-async def bench_outbox(url: str, count: int, concurrency: int, batch_size: int, fake: FakeWechat,
+async def bench_outbox(url: str, count: int, concurrency: int, batch_size: int, processes: int, fake: FakeWechat,
                        http: aiohttp.ClientSession) -> dict[str, Any]:
     await asyncio.to_thread(upgrade, url)
     engine = make_engine(url, pool_size=concurrency + 2)
@@ -154,17 +210,16 @@ async def bench_outbox(url: str, count: int, concurrency: int, batch_size: int, 
                 for n in range(first, min(first + ENQUEUE_BATCH, count))], now=now)
     added = time.perf_counter() - started
     added_load = load()
-    settings = TouchPolicySettings(quiet_hours_start=clock_time(0), quiet_hours_end=clock_time(0),
-                                   batch_size=batch_size, concurrency=concurrency)
-    before = await fake.sent(http)
-    api = WechatApi(http, sessions, SystemClock(), base_url=fake.base_url, app_id=APP_ID, app_secret=APP_SECRET)
-    started = time.perf_counter()
-    stats = await dispatch_due_touches(sessions, {"wechat_mp": WechatMpSender(api)}, settings,
-                                       SystemClock(), "bench")
-    dispatched = time.perf_counter() - started
     await engine.dispose()
+    before = await fake.sent(http)
+    if processes > 1:
+        sent, dispatched = await _dispatch_in_processes(processes, url, concurrency, batch_size, fake.base_url)
+    else:
+        started = time.perf_counter()
+        sent = (await _dispatch(url, concurrency, batch_size, fake.base_url, http)).sent
+        dispatched = time.perf_counter() - started
     arrived = await fake.sent(http) - before
-    assert stats.sent == count == arrived, (stats, arrived)
+    assert sent == count == arrived, (sent, arrived)
     return {"count": count, "added_per_s": count / added, "added_load": added_load,
             "dispatched_per_s": count / dispatched, "dispatched_load": load()}
 
@@ -236,6 +291,8 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32,
                         help="touches of different customers in flight (default 32; SQLite: 1)")
     parser.add_argument("--batch-size", type=int, default=1000, help="touches per claim (default 1000)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="dispatch from this many processes at once (PostgreSQL/MySQL; default 1)")
     parser.add_argument("--skip-naive", action="store_true", help="only the outbox")
     parser.add_argument("--json", action="store_true", help="end with one JSON object holding every figure")
     args = parser.parse_args()
@@ -250,8 +307,10 @@ async def main() -> None:
             await fake.start(http)
             try:
                 out = figures["outbox"] = await bench_outbox(url, args.count, args.concurrency, args.batch_size,
-                                                             fake, http)
-                print(f"outbox      {out['count']:>7} touches ({_backend(url)}, concurrency {args.concurrency}): "
+                                                             args.processes, fake, http)
+                effective = 1 if url.startswith("sqlite") else args.concurrency
+                print(f"outbox      {out['count']:>7} touches ({_backend(url)}, concurrency {effective}"
+                      f"{f', {args.processes} processes' if args.processes > 1 else ''}): "
                       f"added {out['added_per_s']:9,.0f}/s ({out['added_load']})   "
                       f"dispatched {out['dispatched_per_s']:8,.0f}/s ({out['dispatched_load']})", flush=True)
                 if not args.skip_naive:
@@ -272,5 +331,7 @@ async def main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--fake-wechat":
         serve_fake_wechat(int(sys.argv[2]))
+    elif len(sys.argv) == 6 and sys.argv[1] == "--dispatch-worker":
+        dispatch_worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
     else:
         asyncio.run(main())
