@@ -28,9 +28,9 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Table, bindparam, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.channels.wechat_api import QUOTA_USED, WINDOW_CLOSED
@@ -89,10 +89,10 @@ class ClaimedTouch:
 
 # ---- statements, built once ---------------------------------------------------------------
 
-_t = Touch.__table__
-_c = Customer.__table__
-_v = Conversation.__table__
-_m = Message.__table__
+_t = cast(Table, Touch.__table__)
+_c = cast(Table, Customer.__table__)
+_v = cast(Table, Conversation.__table__)
+_m = cast(Table, Message.__table__)
 _when = _t.c.due_at.type
 _PENDING = TouchStatus.PENDING.value
 
@@ -257,7 +257,7 @@ class _Sending:
     """A touch marked sent in the open transaction, and what undoes that if the platform refuses."""
 
     touch: ClaimedTouch
-    customer: Row[Any]
+    customer: Any
     via_template: bool
     conversation_id: int
     seq: int
@@ -288,7 +288,7 @@ async def _deliver_locked(connection: AsyncConnection, senders: Mapping[str, Sen
     ours = set((await connection.execute(
         _LOCK_OURS, {"ids": [touch.id for touch in touches], "lease": lease})).scalars())
     now = clock.now()
-    conversations: dict[int, list[Row[Any]]] = {}
+    conversations: dict[int, list[Any]] = {}
     for row in await connection.execute(_OPEN_CONVERSATIONS, {"ids": customer_ids}):
         conversations.setdefault(row.customer_id, []).append(row)
     sent = await _sent_counts(connection, [touch for touch in touches if touch.id in ours],
@@ -324,7 +324,9 @@ async def _deliver_locked(connection: AsyncConnection, senders: Mapping[str, Sen
             else:
                 started = await connection.execute(_NEW_CONVERSATION, {"customer_id": touch.customer_id,
                                                                        "b_now": now})
-                conversation_id, seq, new = started.inserted_primary_key[0], 1, True
+                key = started.inserted_primary_key
+                assert key is not None
+                conversation_id, seq, new = key[0], 1, True
             # Record success first; the platform calls come last, so the commit follows WeChat's
             # "ok" as closely as possible. A refused call is undone below, locks still held.
             sending.append(_Sending(touch, customer, via_template, conversation_id, seq, new))
@@ -379,7 +381,7 @@ async def _executemany(connection: AsyncConnection, statement: Any, rows: list[d
 
 
 async def _sent_counts(connection: AsyncConnection, touches: Sequence[ClaimedTouch],
-                       customers: Mapping[int, Row[Any]], now: datetime,
+                       customers: Mapping[int, Any], now: datetime,
                        settings: TouchPolicySettings) -> dict[int, SentCounts]:
     """Marketing touches already sent in each customer's local day and week, one statement."""
     periods = {}

@@ -10,9 +10,9 @@ import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, text, update
+from sqlalchemy import Table, select, text, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -212,7 +212,7 @@ FROM json_to_recordset(CAST(:rows AS JSON))
 ON CONFLICT DO NOTHING
 RETURNING id
 """)
-_touches = Touch.__table__
+_touches = cast(Table, Touch.__table__)
 _BULK_INSERT: dict[str, Any] = {
     "sqlite": sqlite.insert(_touches).on_conflict_do_nothing().returning(_touches.c.id),
     "mysql": mysql.insert(_touches).prefix_with("IGNORE"),
