@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 WECHAT_MP_CALLBACK = web.AppKey("wechat_mp_callback", WechatMpCallback)
 WECHAT_MP_API = web.AppKey("wechat_mp_api", WechatApi)
 SIMULATOR = web.AppKey("simulator", SimulatorChannel)
-SENDERS = web.AppKey("senders", dict)
+SENDERS = web.AppKey("senders", Mapping[str, Sender])
 FLOWS = web.AppKey("flows", FlowEngine)
 WORKER_ID = default_worker_id()
 

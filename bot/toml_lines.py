@@ -50,8 +50,8 @@ def index_key_lines(source: str) -> dict[Path, int]:
         key = _KEY.match(text)
         if not key:
             continue
-        path = (*table, *_split_key(key.group(1)))
-        lines.setdefault(path, number)
+        key_path: Path = (*table, *_split_key(key.group(1)))
+        lines.setdefault(key_path, number)
         value = text[key.end():]
         for quote in ('"""', "'''"):
             if value.count(quote) == 1:

@@ -29,7 +29,7 @@ class Condition:
         except SyntaxError as error:
             raise ValueError(f"condition {source!r} does not parse: {error.msg}") from None
         self._tree = tree.body
-        self.names = set()
+        self.names: set[str] = set()
         self._check(self._tree)
         unknown = self.names - set(known_names)
         if unknown:

@@ -120,8 +120,8 @@ class FlowEngine:
                 del turn.replies[:replies_before]
         if event is EventKind.UNSUBSCRIBE:
             for run in await store.open_runs(turn.session, turn.customer.id):
-                flow = await self._definition(turn.session, run)
-                if flow is not None and "unsubscribe" in flow.exit_on:
+                definition = await self._definition(turn.session, run)
+                if definition is not None and "unsubscribe" in definition.exit_on:
                     await self._exit(context, run, "customer unsubscribed")
 
     # --- reactions (lifecycle and business events) -------------------------------------------

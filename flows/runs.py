@@ -18,7 +18,7 @@ OPEN = ("active", "waiting", "asking")
 
 async def save_versions(session: AsyncSession, versions: Sequence[tuple[str, str, dict[str, Any]]],
                         now: datetime) -> None:
-    dialect = session.bind.dialect.name
+    dialect = session.get_bind().dialect.name
     for flow, version, definition in versions:
         await session.execute(insert_ignore(dialect, FlowVersion, {
             "flow": flow, "version": version, "definition": definition, "created_at": now}))

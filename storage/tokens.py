@@ -36,7 +36,7 @@ async def refresh_token(
     async with sessions() as session, session.begin():
         # Its own transaction: on MySQL, INSERT IGNORE's shared lock followed by FOR UPDATE in
         # one transaction deadlocks two processes against each other.
-        dialect = session.bind.dialect.name
+        dialect = session.get_bind().dialect.name
         await session.execute(insert_ignore(dialect, PlatformToken, {
             "key": key, "token": "", "expires_at": _EPOCH, "updated_at": now,
         }))

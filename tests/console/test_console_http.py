@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-import pytest
 
 from bot.console.sweeper import sweep_unclaimed
 from bot import keys
-from storage.models import Conversation, Message
+from storage.models import Conversation
 from storage.staff_models import ConversationChange
 from tests.console.support import PASSWORD, create_staff, login, login_csrf
 from tests.support.db import messages, rows
