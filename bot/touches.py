@@ -93,6 +93,19 @@ def validate_template(template: dict[str, Any]) -> None:
         raise TouchError("template 'url' must be a string")
 
 
+def validate_touch(kind: str, body: dict[str, Any], template: dict[str, Any] | None, due_at: datetime) -> None:
+    """What every touch must be before it is stored; TouchError says what is wrong."""
+    if kind not in (TouchKind.SERVICE, TouchKind.MARKETING):
+        raise TouchError(f"unknown touch kind {kind!r}; use service or marketing")
+    validate_body(body)
+    if template is not None:
+        if kind == TouchKind.MARKETING:
+            raise TouchError("WeChat forbids marketing in template messages")
+        validate_template(template)
+    if due_at.tzinfo is None:
+        raise TouchError("due_at must be timezone-aware")
+
+
 async def enqueue_touch(
     session: AsyncSession,
     *,
@@ -112,15 +125,7 @@ async def enqueue_touch(
     Runs in the caller's transaction, so a touch exists exactly when the flow step that wanted
     it was committed. The key makes enqueueing idempotent (insert-ignore, never an error).
     """
-    if kind not in (TouchKind.SERVICE, TouchKind.MARKETING):
-        raise TouchError(f"unknown touch kind {kind!r}; use service or marketing")
-    validate_body(body)
-    if template is not None:
-        if kind == TouchKind.MARKETING:
-            raise TouchError("WeChat forbids marketing in template messages")
-        validate_template(template)
-    if due_at.tzinfo is None:
-        raise TouchError("due_at must be timezone-aware")
+    validate_touch(kind, body, template, due_at)
     if not idempotency_key or len(idempotency_key) > 191:
         raise TouchError("idempotency_key must be 1-191 characters")
     values = {
@@ -155,15 +160,7 @@ async def enqueue_touches(session: AsyncSession, touches: list[dict[str, Any]],
     rows = []
     for item in touches:
         kind, body, template = item["kind"], item["body"], item.get("template")
-        if kind not in (TouchKind.SERVICE, TouchKind.MARKETING):
-            raise TouchError(f"unknown touch kind {kind!r}; use service or marketing")
-        validate_body(body)
-        if template is not None:
-            if kind == TouchKind.MARKETING:
-                raise TouchError("WeChat forbids marketing in template messages")
-            validate_template(template)
-        if item["due_at"].tzinfo is None:
-            raise TouchError("due_at must be timezone-aware")
+        validate_touch(kind, body, template, item["due_at"])
         rows.append({"customer_id": item["customer_id"], "flow_run_id": item.get("flow_run_id"), "kind": str(kind),
                      "body": body, "template": template, "priority": item.get("priority", 0),
                      "defer_when_capped": item.get("defer_when_capped", False),

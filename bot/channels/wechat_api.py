@@ -99,7 +99,7 @@ class WechatApi:
             return await self._post(path, token, payload)
 
     async def _post(self, path: str, token: str, payload: dict[str, Any]) -> dict[str, Any]:
-        # Raw UTF-8, as WeChat shows \uXXXX escapes literally in some message types.
+        # Raw UTF-8: WeChat shows \u escapes literally in some message types.
         body = json.dumps(payload, ensure_ascii=False).encode()
         return await self._request("POST", path, params={"access_token": token}, data=body,
                                    headers={"Content-Type": "application/json; charset=utf-8"})
