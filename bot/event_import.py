@@ -184,6 +184,7 @@ async def import_file(path: Path, fmt: str, settings: Settings, *, progress: int
         clock = SystemClock()
         tally = ImportTally()
         started = time.monotonic()
+        error: str | None
         for line, raw in read_rows(path, fmt):
             tally.rows += 1
             if isinstance(raw, str):  # unreadable line

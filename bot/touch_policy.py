@@ -256,7 +256,7 @@ async def sent_counts(session: AsyncSession, customer: Customer, now: datetime,
                                         Touch.kind == "marketing", Touch.sent_at >= min(day, week))
         )
     ).scalars().all()
-    return SentCounts(today=sum(1 for at in rows if at >= day), this_week=len(rows))
+    return SentCounts(today=sum(1 for at in rows if at is not None and at >= day), this_week=len(rows))
 
 
 # ---- inbound: consent and window ------------------------------------------------------------

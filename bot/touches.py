@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import Table, select, text, update
+from sqlalchemy import CursorResult, Table, select, text, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -142,7 +142,8 @@ async def enqueue_touch(
         "due_at": due_at,
         "created_at": now or datetime.now(UTC),
     }
-    result = await session.execute(insert_ignore(session.get_bind().dialect.name, Touch, values))
+    result = cast(CursorResult[Any], await session.execute(
+        insert_ignore(session.get_bind().dialect.name, Touch, values)))
     if not result.rowcount:
         return None
     return (
@@ -235,8 +236,8 @@ async def cancel_touches(
         statement = statement.where(Touch.flow_run_id == flow_run_id)
     if kinds is not None:
         statement = statement.where(Touch.kind.in_([str(kind) for kind in kinds]))
-    result = await session.execute(
+    result = cast(CursorResult[Any], await session.execute(
         statement.values(status=TouchStatus.SKIPPED.value, reason=reason, lease_until=None)
         .execution_options(synchronize_session=False)
-    )
+    ))
     return int(result.rowcount or 0)

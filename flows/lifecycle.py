@@ -49,7 +49,7 @@ S = LifecycleStageName
 async def move_stage(session: AsyncSession, customer: Customer, to_stage: str, reason: str,
                      now: datetime, reactions: Reactions) -> bool:
     """Move one customer: a stage_changes row, the customer's stage, the reaction. False if already there."""
-    from_stage = customer.stage
+    from_stage: str | None = customer.stage
     if from_stage == to_stage and customer.stage_changed_at is not None:
         return False
     if from_stage == to_stage:  # first recorded stage (contact): no stage to come from
@@ -163,7 +163,8 @@ class LifecycleStage:
             if inbound.event is EventKind.SUBSCRIBE and customer.stage == S.CHURNED:
                 await move_stage(turn.session, customer, S.CONTACT, "subscribed again", now, self._reactions)
                 return
-            signal = {EventKind.CLICK: "menu_click", EventKind.VIEW: "link_view"}.get(inbound.event)  # type: ignore[call-overload]
+            signals: dict[EventKind | None, str] = {EventKind.CLICK: "menu_click", EventKind.VIEW: "link_view"}
+            signal = signals.get(inbound.event)
         else:
             signal = turn.match.intent if turn.match else None
         await evaluate_after_message(turn.session, customer, signal, now, self._settings, self._reactions)
@@ -238,7 +239,7 @@ async def _move_matching(sessions: async_sessionmaker[AsyncSession], condition: 
     call_reactions = not isinstance(reactions, NoReactions)
     while True:
         async with sessions() as session, session.begin():
-            if session.bind.dialect.name == "postgresql":
+            if session.get_bind().dialect.name == "postgresql":
                 moved = await _move_batch_postgresql(session, condition, to_stage, reason, now,
                                                      after, batch_size)
                 if not moved:
@@ -298,7 +299,7 @@ async def _move_batch_postgresql(session: AsyncSession, condition: ColumnElement
             .where(picked.c.id.in_(select(moved.c.id))),
         ).returning(StageChange.customer_id, StageChange.from_stage)
     )
-    return {row[0]: row[1] for row in result.all()}
+    return {row[0]: row[1] or "" for row in result.all()}
 
 
 async def _react(session: AsyncSession, previous: dict[int, str], to_stage: str, now: datetime,
@@ -316,7 +317,7 @@ async def acquire_sweep_lock(sessions: async_sessionmaker[AsyncSession], name: s
                              now: datetime, lease: timedelta = SWEEP_LEASE) -> bool:
     """Take the named sweep lease unless another holder's lease is still running."""
     async with sessions() as session, session.begin():
-        dialect = session.bind.dialect.name
+        dialect = session.get_bind().dialect.name
         await session.execute(insert_ignore(dialect, SweepLock, {"name": name, "holder": None,
                                                                 "locked_until": None}))
     async with sessions() as session, session.begin():

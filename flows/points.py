@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, insert, literal, select, update
+from sqlalchemy import Table, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from flows.lifecycle_settings import PointsSettings
@@ -144,7 +144,7 @@ async def expire_points(sessions: async_sessionmaker[AsyncSession], now: datetim
 
 async def _expire_rows(session: AsyncSession, ids: list[int], customer_ids: list[int],
                        now: datetime) -> None:
-    ledger = PointsEntry.__table__
+    ledger = cast(Table, PointsEntry.__table__)
     await session.execute(insert(ledger).from_select(
         ["customer_id", "kind", "delta", "remaining", "reason", "occurred_at"],
         select(ledger.c.customer_id, literal("expire"), -ledger.c.remaining, literal(0),
