@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -295,3 +296,16 @@ async def test_a_scheduled_flow_starts_once_per_firing_for_matching_customers(sq
     finally:
         await first.close()
         await second.close()
+
+
+async def test_points_query_answers_from_the_ledger(harness):
+    from flows.points import earn
+
+    assert (await harness.say("o-pts", "我有多少积分"))[0].startswith("亲，您目前还没有积分")
+    async with harness.sessions() as session, session.begin():
+        customer = (await session.execute(select(Customer).where(Customer.external_id == "o-pts"))).scalar_one()
+        earn(session, customer, 120, "下单 A1", harness.clock.now() - timedelta(days=340), harness.settings.points)
+        earn(session, customer, 80, "下单 A2", harness.clock.now(), harness.settings.points)
+    [answer] = await harness.say("o-pts", "帮我查下积分")
+    assert answer.startswith("亲，您当前有 200 积分，其中 120 分将在 30 天内到期")
+    assert "下单 A2 +80" in answer and "下单 A1 +120" in answer
