@@ -21,13 +21,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import text  # noqa: E402
-from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from flows.lifecycle import lifecycle_sweep  # noqa: E402
-from flows.lifecycle_settings import LifecycleSettings  # noqa: E402
-from storage.db import make_sessionmaker  # noqa: E402
-from storage.schema import metadata  # noqa: E402
+from flows.lifecycle import lifecycle_sweep
+from flows.lifecycle_settings import LifecycleSettings
+from storage.db import make_sessionmaker
+from storage.schema import metadata
 
 TARGET_SECONDS = 30.0
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)

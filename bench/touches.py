@@ -29,26 +29,27 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, time as clock_time, timedelta
+from datetime import UTC, datetime, timedelta
+from datetime import time as clock_time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import aiohttp  # noqa: E402
-from aiohttp import web  # noqa: E402
-from sqlalchemy import insert  # noqa: E402
+import aiohttp
+from aiohttp import web
+from sqlalchemy import insert
 
-from bot.channels.wechat_api import WechatApi  # noqa: E402
-from bot.channels.wechat_mp import WechatMpSender  # noqa: E402
-from bot.clock import SystemClock  # noqa: E402
-from bot.touch_dispatch import dispatch_due_touches  # noqa: E402
-from bot.touch_policy import UNLIMITED, TouchPolicySettings  # noqa: E402
-from bot.touches import enqueue_touches  # noqa: E402
-from storage.db import make_engine, make_sessionmaker  # noqa: E402
-from storage.migrate import upgrade  # noqa: E402
-from storage.models import Customer  # noqa: E402
+from bot.channels.wechat_api import WechatApi
+from bot.channels.wechat_mp import WechatMpSender
+from bot.clock import SystemClock
+from bot.touch_dispatch import dispatch_due_touches
+from bot.touch_policy import UNLIMITED, TouchPolicySettings
+from bot.touches import enqueue_touches
+from storage.db import make_engine, make_sessionmaker
+from storage.migrate import upgrade
+from storage.models import Customer
 
 APP_ID, APP_SECRET = "wxbench", "bench-secret"
 CUSTOMERS = 1000

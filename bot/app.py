@@ -14,13 +14,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot import keys
 from bot.background import BackgroundTasks
-from bot.channels.simulator import CHANNEL as SIMULATOR_CHANNEL, SimulatorChannel, SimulatorSender
+from bot.channels.simulator import CHANNEL as SIMULATOR_CHANNEL
+from bot.channels.simulator import SimulatorChannel, SimulatorSender
 from bot.channels.wechat_api import WechatApi
-from bot.channels.wechat_mp import CHANNEL as WECHAT_MP, WechatMpCallback, WechatMpSender
+from bot.channels.wechat_mp import CHANNEL as WECHAT_MP
+from bot.channels.wechat_mp import WechatMpCallback, WechatMpSender
 from bot.clock import Clock, SystemClock
+from bot.config import Settings
 from bot.console.routes import CONSOLE_HUB, add_console_routes
 from bot.console.sweeper import sweep_unclaimed
-from bot.config import Settings
 from bot.events_api import EVENT_REACTIONS, add_event_routes
 from bot.message_path import build_flow_engine, build_stages
 from bot.metrics import Metrics
@@ -182,7 +184,7 @@ POINTS_EXPIRY_SECONDS = 3600
 async def _logged(job: Callable[[web.Application], Awaitable[object]], app: web.Application) -> None:
     try:
         await job(app)
-    except Exception:  # noqa: BLE001 - the next run retries; what a run claimed is released by its lease
+    except Exception:
         log.exception("%s failed", job.__name__)
 
 

@@ -18,9 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bot.console.settings import StaffSettings
 from bot.toml_lines import index_key_lines, line_of
-from flows.lifecycle_settings import LifecycleSettings, PointsSettings
 from bot.touch_policy import TouchPolicySettings
 from flows.definitions import Flow, flow_problems
+from flows.lifecycle_settings import LifecycleSettings, PointsSettings
 from handlers.nlu.settings import FaqEntry, IntentSpec, NluSettings, check_unique_names
 
 DEFAULT_CONFIG = "config.toml"

@@ -248,7 +248,7 @@ async def _prepare(senders: Mapping[str, Sender]) -> None:
         if prepare is not None:
             try:
                 await prepare()
-            except Exception:  # noqa: BLE001 - the send itself reports the failure per touch
+            except Exception:
                 log.warning("could not prepare %s", type(sender).__name__, exc_info=True)
 
 
@@ -273,7 +273,7 @@ async def _deliver_group(engine: AsyncEngine, senders: Mapping[str, Sender], set
     try:
         async with engine.begin() as connection:
             await _deliver_locked(connection, senders, settings, clock, touches, lease, counts)
-    except Exception:  # noqa: BLE001 - database trouble must not stop the batch
+    except Exception:
         stats.errors += len(touches)
         log.exception("%d touches: dispatch failed; they are retried after their lease", len(touches))
         return

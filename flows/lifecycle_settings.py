@@ -25,7 +25,7 @@ class LifecycleSettings(_Strict):
     # loyalty: K orders within P days, or a lifetime spend of at least S yuan.
     loyalty_orders: int = Field(3, ge=1)
     loyalty_period_days: int = Field(365, ge=1)
-    loyalty_lifetime_spend: Decimal = Field(Decimal("2000"), ge=0)
+    loyalty_lifetime_spend: Decimal = Field(Decimal(2000), ge=0)
     # at_risk: no purchase for more than max(factor × the customer's usual interval between
     # orders, min days); or this many touches sent since the customer's last message.
     at_risk_interval_factor: float = Field(2.0, gt=0)
@@ -49,7 +49,7 @@ class LifecycleSettings(_Strict):
 
 class PointsSettings(_Strict):
     # Points earned per yuan paid (0 turns earning off); rounded down.
-    earn_per_yuan: Decimal = Field(Decimal("1"), ge=0)
+    earn_per_yuan: Decimal = Field(Decimal(1), ge=0)
     # Earned points expire this many days after they were earned.
     validity_days: int = Field(365, ge=1)
     # "Expiring soon" in the points summary: within this many days.

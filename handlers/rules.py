@@ -34,7 +34,7 @@ class RuleMatcher:
             enumerate(rules), key=lambda item: (-item[1].priority, self._KIND_ORDER[item[1].match], item[0])
         )
         self._rules = [
-            (rule, tuple(fold(p) for p in rule.patterns), tuple(re.compile(p, re.I) for p in rule.patterns)
+            (rule, tuple(fold(p) for p in rule.patterns), tuple(re.compile(p, re.IGNORECASE) for p in rule.patterns)
              if rule.match == "regex" else ())
             for _, rule in ordered
         ]

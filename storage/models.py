@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
-
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -90,7 +89,7 @@ class Customer(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai")
     points_balance: Mapped[int] = mapped_column(Integer, default=0)
     orders_count: Mapped[int] = mapped_column(Integer, default=0)
-    lifetime_spend: Mapped[Decimal] = mapped_column(Numeric(12, 2), default=Decimal("0"))
+    lifetime_spend: Mapped[Decimal] = mapped_column(Numeric(12, 2), default=Decimal(0))
     last_order_at: Mapped[datetime | None]
     # Lifecycle (flows/lifecycle.py): the usual interval between orders decides when the next
     # purchase is overdue (at_risk); store visits and carts count as activity against churn.

@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 
 from bot import handoff
 from bot.console.auth import add_staff
@@ -13,8 +14,6 @@ from bot.console.hours import describe, escalation_notice, is_open, next_open, w
 from bot.console.settings import BusinessHours, StaffSettings
 from bot.handoff import Reason, TransitionError
 from storage import conversations as store
-from sqlalchemy import select
-
 from storage.db import make_engine, make_sessionmaker
 from storage.models import Conversation
 from storage.staff_models import ConversationChange

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-
-from bot.console.sweeper import sweep_unclaimed
 from bot import keys
+from bot.console.sweeper import sweep_unclaimed
 from storage.models import Conversation
 from storage.staff_models import ConversationChange
 from tests.console.support import PASSWORD, create_staff, login, login_csrf

@@ -86,5 +86,5 @@ async def test_expire_points_writes_expire_rows_and_lowers_balances(backend_url)
 
 def test_points_for_amount_rounds_down():
     assert points.points_for_amount(Decimal("199.99"), SETTINGS) == 199
-    assert points.points_for_amount(Decimal("10"),
+    assert points.points_for_amount(Decimal(10),
                                     PointsSettings(earn_per_yuan=0)) == 0

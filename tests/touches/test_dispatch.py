@@ -200,8 +200,8 @@ async def test_a_touch_leased_by_a_dead_worker_is_retaken_after_the_lease(sessio
 
 
 async def test_a_cancelled_touch_is_dropped_even_after_it_was_claimed(sessions, senders, fake_api) -> None:
-    from bot.touches import cancel_touches
     from bot.touch_dispatch import DispatchStats, claim_touches, deliver_claimed
+    from bot.touches import cancel_touches
 
     customer_id = await add_customer(sessions, **OPEN)
     touch_id = await enqueue(sessions, customer_id, "mkt", "marketing")

@@ -119,7 +119,7 @@ def workers(tmp_path: Path) -> Iterator[Any]:
                         async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
                             if response.status == 200:
                                 break
-                    except (aiohttp.ClientError, asyncio.TimeoutError):
+                    except (TimeoutError, aiohttp.ClientError):
                         pass
                     assert time.monotonic() < deadline, "worker did not start"
                     await asyncio.sleep(0.2)
