@@ -151,7 +151,7 @@ async def _scheduler(app: web.Application) -> AsyncIterator[None]:
 
     def every(seconds: float, job: Callable[[web.Application], Awaitable[object]]) -> None:
         scheduler.add_job(_logged, "interval", seconds=seconds, args=[job, app], id=job.__name__,
-                          max_instances=1, coalesce=True)
+                          name=job.__name__.lstrip("_"), max_instances=1, coalesce=True)
 
     if WECHAT_MP_API in app:
         every(60, _refresh_token)  # ahead of expiry, so no message waits for a token

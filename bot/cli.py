@@ -23,6 +23,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=getattr(args, "log_level", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # A line per sweeper run every few seconds drowns what matters; failures still log.
+    logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except ConfigError as error:
