@@ -8,21 +8,18 @@ The inbound side (window opened by the customer's actions, 退订/订阅) is `Co
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from enum import StrEnum
-from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.messages import EventKind, InboundKind, Reply
+from bot.timezones import check_zone_name, zone_or_default
 from bot.turn import Turn
 from storage.conversations import log_event
-from storage.models import Conversation, Customer, Touch
+from storage.models import Customer, Touch
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 
@@ -52,11 +49,7 @@ class TouchPolicySettings(BaseModel):
     @field_validator("default_timezone")
     @classmethod
     def _known_zone(cls, name: str) -> str:
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError) as error:
-            raise ValueError(f"unknown timezone {name!r}") from error
-        return name
+        return check_zone_name(name)
 
 
 # ---- the channel's window, as WeChat counts it ----------------------------------------------
@@ -151,10 +144,7 @@ class SentCounts:
 
 
 def customer_zone(customer: Customer, settings: TouchPolicySettings) -> ZoneInfo:
-    try:
-        return ZoneInfo(customer.timezone or settings.default_timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo(settings.default_timezone)
+    return zone_or_default(customer.timezone, settings.default_timezone)
 
 
 def quiet_until(now: datetime, zone: ZoneInfo, settings: TouchPolicySettings) -> datetime | None:
@@ -228,37 +218,6 @@ def decide(touch: Touch, customer: Customer, *, now: datetime, settings: TouchPo
     return Decision(Action.SEND)
 
 
-async def staff_holds(session: AsyncSession, customer_id: int) -> bool:
-    """Whether staff hold the customer's conversation (bot/handoff.py decides when it exists)."""
-    try:
-        handoff: Any = importlib.import_module("bot.handoff")
-    except ModuleNotFoundError:
-        handoff = None
-    held_by_staff = getattr(handoff, "held_by_staff", None)
-    if held_by_staff is not None:
-        return bool(await held_by_staff(session, customer_id))
-    state = (
-        await session.execute(
-            select(Conversation.state)
-            .where(Conversation.customer_id == customer_id, Conversation.state != "closed")
-            .order_by(Conversation.id.desc()).limit(1)
-        )
-    ).scalar_one_or_none()
-    return state == "staff"
-
-
-async def sent_counts(session: AsyncSession, customer: Customer, now: datetime,
-                      settings: TouchPolicySettings) -> SentCounts:
-    day, _, week, _ = period_starts(now, customer_zone(customer, settings))
-    rows = (
-        await session.execute(
-            select(Touch.sent_at).where(Touch.customer_id == customer.id, Touch.status == "sent",
-                                        Touch.kind == "marketing", Touch.sent_at >= min(day, week))
-        )
-    ).scalars().all()
-    return SentCounts(today=sum(1 for at in rows if at is not None and at >= day), this_week=len(rows))
-
-
 # ---- inbound: consent and window ------------------------------------------------------------
 
 UNSUBSCRIBE_WORDS = frozenset({"退订", "td"})
@@ -318,5 +277,5 @@ class ConsentAndWindowStage:
 
 __all__ = [
     "Action", "ConsentAndWindowStage", "Decision", "SentCounts", "TouchPolicySettings", "WindowAction",
-    "count_window_send", "decide", "open_window", "sent_counts", "staff_holds",
+    "count_window_send", "decide", "open_window",
 ]

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AwareDatetime,
@@ -31,6 +30,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.privacy import mask
+from bot.timezones import check_zone_name
 from flows import lifecycle, points
 from flows.lifecycle_settings import LifecycleSettings, PointsSettings
 from flows.reactions import NoReactions, Reactions
@@ -149,12 +149,7 @@ class ProfileUpdated(_Data):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, zone: str | None) -> str | None:
-        if zone is not None:
-            try:
-                ZoneInfo(zone)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"unknown timezone {zone!r} (use an IANA name like Asia/Shanghai)") from None
-        return zone
+        return None if zone is None else check_zone_name(zone)
 
 
 class StoreVisit(_Data):

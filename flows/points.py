@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Table, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.timezones import zone_or_default
 from flows.lifecycle_settings import PointsSettings
 from storage.models import Customer, PointsEntry, UTCDateTime
 
@@ -182,13 +183,9 @@ async def points_summary(session: AsyncSession, customer_id: int, now: datetime,
         first = UTCDateTime().process_result_value(first, None)  # func.min loses the column type
     if first is not None and first.tzinfo is None:
         first = first.replace(tzinfo=ZoneInfo("UTC"))
-    expiring_on = first.astimezone(_zone(customer.timezone)).date() if first is not None else None
+    expiring_on = first.astimezone(zone_or_default(customer.timezone)).date() if first is not None else None
     return PointsSummary(balance=customer.points_balance or 0, recent=recent,
                          expiring_soon=int(soon[0] or 0), expiring_on=expiring_on)
 
 
-def _zone(name: str | None) -> ZoneInfo:
-    try:
-        return ZoneInfo(name or "Asia/Shanghai")
-    except (KeyError, ValueError):
-        return ZoneInfo("Asia/Shanghai")
+

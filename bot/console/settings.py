@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 from datetime import time
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from bot.timezones import check_zone_name
 
 _CODE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -27,11 +29,7 @@ class BusinessHours(_Strict):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, name: str) -> str:
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {name!r} (use an IANA name like Asia/Shanghai)") from None
-        return name
+        return check_zone_name(name)
 
     @field_validator("days")
     @classmethod
