@@ -22,7 +22,8 @@ _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], bool]] = {
 
 
 class Condition:
-    def __init__(self, source: str, known_names: Iterable[str]):
+    def __init__(self, source: str, known_names: Iterable[str] | None = None):
+        """`known_names`: the names it may use (checked at config load); None skips the check."""
         self.source = source
         try:
             tree = ast.parse(source, mode="eval")
@@ -31,8 +32,7 @@ class Condition:
         self._tree = tree.body
         self.names: set[str] = set()
         self._check(self._tree)
-        unknown = self.names - set(known_names)
-        if unknown:
+        if known_names is not None and (unknown := self.names - set(known_names)):
             raise ValueError(f"condition {source!r} uses unknown name(s) {', '.join(sorted(unknown))}; "
                              f"known: {', '.join(sorted(known_names))}")
 

@@ -28,7 +28,7 @@ from bot.messages import EventKind, InboundKind, Reply
 from bot.turn import Turn
 from flows import runs as store
 from flows.conditions import Condition
-from flows.definitions import CONDITION_NAMES, Flow, Step
+from flows.definitions import Flow, Step
 from flows.durations import parse_duration
 from flows.lifecycle_settings import PointsSettings
 from flows.variables import FlowVariables
@@ -72,6 +72,7 @@ class FlowEngine:
         self._variables = variables or FlowVariables()
         self._old_versions: dict[tuple[str, str], Flow] = {}
         self._schedules_checked: datetime | None = None
+        self._conditions: dict[str, Condition] = {}
 
     # --- start-up ---------------------------------------------------------------------------
 
@@ -230,6 +231,12 @@ class FlowEngine:
         ]
         return sorted(found, key=lambda flow: -flow.priority)
 
+    def _condition(self, source: str) -> Condition:
+        """Parsed once: the config loader already checked its names."""
+        if source not in self._conditions:
+            self._conditions[source] = Condition(source)
+        return self._conditions[source]
+
     async def _definition(self, session: AsyncSession, run: FlowRun) -> Flow | None:
         current = self._flows.get(run.flow)
         if current is not None and self._versions[run.flow] == run.version:
@@ -251,7 +258,7 @@ class FlowEngine:
         values = await self._variables.condition_values(session, customer, variables)
         matching = [t for t in flow.triggers
                     if trigger.split(":", 1)[1] in (t.intent, t.event, t.stage, t.schedule)]
-        if matching and all(t.when and not Condition(t.when, CONDITION_NAMES).evaluate(values) for t in matching):
+        if matching and all(t.when and not self._condition(t.when).evaluate(values) for t in matching):
             return False
         previous = await store.last_run(session, customer.id, name)
         if previous is not None:
@@ -309,7 +316,7 @@ class FlowEngine:
                 return
             elif step.type == "branch":
                 values = await self._variables.condition_values(session, customer, run.variables)
-                target = step.then if Condition(step.when or "", values.keys()).evaluate(values) else step.else_
+                target = step.then if self._condition(step.when or "").evaluate(values) else step.else_
                 if target is not None:
                     if target == "end":
                         await self._finish(context, run, "completed", f"branch at {step_id}")
