@@ -6,6 +6,8 @@ after `bot/touch_policy.py` has re-checked them at the moment of sending.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -13,8 +15,9 @@ from enum import StrEnum
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Table, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.dialects import mysql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from storage.models import Touch
 from storage.upsert import insert_ignore
@@ -155,9 +158,16 @@ async def enqueue_touches(session: AsyncSession, touches: list[dict[str, Any]],
                           now: datetime | None = None) -> int:
     """Bulk `enqueue_touch` (broadcasts, imports): same validation, insert-ignore by key.
 
-    Each item holds enqueue_touch's keyword arguments. Returns how many rows were new.
+    Each item holds enqueue_touch's keyword arguments. Returns how many rows were new. Runs in the
+    caller's transaction, like `enqueue_touch`; a TouchError leaves nothing of the call behind
+    only if the caller rolls back (validation runs chunk by chunk on PostgreSQL).
     """
     created = now or datetime.now(UTC)
+    if not touches:
+        return 0
+    connection = await session.connection()
+    if connection.dialect.name == "postgresql":
+        return await _enqueue_postgresql(connection, touches, created)
     rows = []
     for item in touches:
         kind, body, template = item["kind"], item["body"], item.get("template")
@@ -167,54 +177,113 @@ async def enqueue_touches(session: AsyncSession, touches: list[dict[str, Any]],
                      "defer_when_capped": item.get("defer_when_capped", False),
                      "idempotency_key": item["idempotency_key"], "status": TouchStatus.PENDING.value,
                      "attempts": 0, "due_at": item["due_at"], "created_at": created})
-    if not rows:
-        return 0
-    connection = await session.connection()
-    dialect = connection.dialect.name
-    if dialect == "postgresql":
-        # One statement per batch whatever its size, its text always the same (one prepared
-        # statement); RETURNING tells which keys were new.
-        parameters = {"rows": _recordset(rows), "created_at": created.astimezone(UTC).replace(tzinfo=None)}
-        return len((await connection.execute(_PG_RECORDSET, parameters)).all())
-    statement = _BULK_INSERT.get(dialect, _BULK_INSERT["mysql"])
-    if dialect == "sqlite":
+    if connection.dialect.name == "sqlite":
         # One statement, compiled once; SQLAlchemy sends the rows as multi-row VALUES batches
         # ("insertmanyvalues") and RETURNING tells which keys were new.
-        return len((await connection.execute(statement, rows)).all())
+        return len((await connection.execute(_SQLITE_INSERT, rows)).all())
     # MySQL/MariaDB: the driver folds the executemany into multi-row INSERT IGNORE statements.
-    return int((await connection.execute(statement, rows)).rowcount or 0)
+    return int((await connection.execute(_MYSQL_INSERT, rows)).rowcount or 0)
 
 
-def _recordset(rows: list[dict[str, Any]]) -> str:
-    """Rows as the one JSON document `_PG_RECORDSET` takes; times as naive UTC (see UTCDateTime)."""
-    utc: dict[datetime, str] = {}
-    records = []
-    for row in rows:
-        due = row["due_at"]
+# Rows per PostgreSQL statement: while the server inserts one chunk, the next is validated and
+# encoded, so the two costs overlap instead of adding up.
+PG_CHUNK = 500
+
+
+async def _enqueue_postgresql(connection: AsyncConnection, touches: list[dict[str, Any]],
+                              created: datetime) -> int:
+    """`INSERT … SELECT FROM unnest(…)` per chunk: the columns travel as typed arrays in asyncpg's
+    binary format, and the statement text never changes (one prepared statement).
+
+    New keys, the common case, go in with a plain INSERT: ON CONFLICT's speculative insertion
+    costs PostgreSQL half as much again per row. A key already stored (a re-run import), repeated
+    within the call or stored meanwhile by another transaction is a unique violation; then the
+    call goes back to its savepoint and is done again with ON CONFLICT DO NOTHING.
+    """
+    created_at = created.astimezone(UTC).replace(tzinfo=None)
+    chunks: list[dict[str, Any]] = []
+    try:
+        async with connection.begin_nested():
+            return await _insert_chunks(connection, _PG_INSERT_NEW, touches, created_at, chunks)
+    except IntegrityError as error:
+        if getattr(error.orig, "sqlstate", None) != _UNIQUE_VIOLATION:
+            raise
+    return await _insert_chunks(connection, _PG_INSERT_IGNORE, touches, created_at, chunks)
+
+
+async def _insert_chunks(connection: AsyncConnection, statement: Any, touches: list[dict[str, Any]],
+                         created_at: datetime, chunks: list[dict[str, Any]]) -> int:
+    """Run `statement` once per chunk, encoding the next chunk while the server inserts this one;
+    `chunks` keeps the encoded columns for a second pass."""
+    pending: asyncio.Future[Any] | None = None
+    new = 0
+    try:
+        for number, first in enumerate(range(0, len(touches), PG_CHUNK)):
+            if number == len(chunks):
+                chunks.append(_pg_columns(touches[first:first + PG_CHUNK], created_at))
+            if pending is not None:
+                new += len((await pending).all())
+            pending = asyncio.ensure_future(connection.execute(statement, chunks[number]))
+            await asyncio.sleep(0)  # the statement leaves before this task turns back to encoding
+        assert pending is not None
+        return new + len((await pending).all())
+    finally:
+        # A bad touch in a later chunk: never leave a statement running on the caller's connection.
+        if pending is not None and not pending.done():
+            with contextlib.suppress(Exception):
+                await pending
+
+
+def _pg_columns(touches: list[dict[str, Any]], created_at: datetime) -> dict[str, Any]:
+    """Validated touches as the column arrays `_PG_INSERT` takes; times as naive UTC (UTCDateTime)."""
+    customer_ids, flow_run_ids, kinds, bodies, templates = [], [], [], [], []
+    priorities, defers, keys, dues = [], [], [], []
+    utc: dict[datetime, datetime] = {}
+    dumps = _JSON.encode
+    for item in touches:
+        kind, body, template, due = item["kind"], item["body"], item.get("template"), item["due_at"]
+        validate_touch(kind, body, template, due)
+        key = item["idempotency_key"]
+        if not key or len(key) > 191:
+            raise TouchError("idempotency_key must be 1-191 characters")
         if due not in utc:
-            utc[due] = due.astimezone(UTC).replace(tzinfo=None).isoformat()
-        records.append({**row, "due_at": utc[due], "created_at": None})
-    return json.dumps(records)
+            utc[due] = due.astimezone(UTC).replace(tzinfo=None)
+        customer_ids.append(item["customer_id"])
+        flow_run_ids.append(item.get("flow_run_id"))
+        kinds.append(str(kind))
+        bodies.append(body)
+        templates.append(None if template is None else dumps(template))
+        priorities.append(item.get("priority", 0))
+        defers.append(item.get("defer_when_capped", False))
+        keys.append(key)
+        dues.append(utc[due])
+    # The bodies as one JSON document: one encoder call per chunk instead of one per row.
+    return {"customer_id": customer_ids, "flow_run_id": flow_run_ids, "kind": kinds, "body": dumps(bodies),
+            "template": templates, "priority": priorities, "defer_when_capped": defers, "idempotency_key": keys,
+            "due_at": dues, "created_at": created_at}
 
 
-# PostgreSQL: the whole batch travels as one JSON parameter, unpacked by json_to_recordset.
-_PG_RECORDSET = text("""
+# Raw UTF-8, as SQLAlchemy's JSON type would store it.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_UNIQUE_VIOLATION = "23505"
+_PG_INSERT = """
 INSERT INTO touches (customer_id, flow_run_id, kind, body, template, priority, defer_when_capped,
                      idempotency_key, status, attempts, due_at, created_at)
 SELECT customer_id, flow_run_id, kind, body, template, priority, defer_when_capped,
-       idempotency_key, status, attempts, due_at, CAST(:created_at AS TIMESTAMP)
-FROM json_to_recordset(CAST(:rows AS JSON))
-     AS new (customer_id BIGINT, flow_run_id BIGINT, kind VARCHAR, body JSON, template JSON, priority INTEGER,
-             defer_when_capped BOOLEAN, idempotency_key VARCHAR, status VARCHAR, attempts INTEGER,
-             due_at TIMESTAMP)
-ON CONFLICT DO NOTHING
+       idempotency_key, 'pending', 0, due_at, CAST(:created_at AS TIMESTAMP)
+FROM unnest(CAST(:customer_id AS BIGINT[]), CAST(:flow_run_id AS BIGINT[]), CAST(:kind AS VARCHAR[]),
+            CAST(:template AS JSON[]), CAST(:priority AS INTEGER[]), CAST(:defer_when_capped AS BOOLEAN[]),
+            CAST(:idempotency_key AS VARCHAR[]), CAST(:due_at AS TIMESTAMP[])) WITH ORDINALITY
+     AS new (customer_id, flow_run_id, kind, template, priority, defer_when_capped, idempotency_key, due_at, n)
+JOIN json_array_elements(CAST(:body AS JSON)) WITH ORDINALITY AS bodies (body, n) USING (n)
+{tail}
 RETURNING id
-""")
+"""
+_PG_INSERT_NEW = text(_PG_INSERT.format(tail=""))
+_PG_INSERT_IGNORE = text(_PG_INSERT.format(tail="ON CONFLICT DO NOTHING"))
 _touches = cast(Table, Touch.__table__)
-_BULK_INSERT: dict[str, Any] = {
-    "sqlite": sqlite.insert(_touches).on_conflict_do_nothing().returning(_touches.c.id),
-    "mysql": mysql.insert(_touches).prefix_with("IGNORE"),
-}
+_SQLITE_INSERT = sqlite.insert(_touches).on_conflict_do_nothing().returning(_touches.c.id)
+_MYSQL_INSERT = mysql.insert(_touches).prefix_with("IGNORE")
 
 
 async def cancel_touches(

@@ -108,3 +108,35 @@ async def test_bulk_enqueue_stores_every_field(sessions) -> None:
     assert (bare.kind, bare.body, bare.template, bare.due_at, bare.priority, bare.flow_run_id) == (
         "marketing", {"type": "image", "media_id": "M1"}, None, T0, 0, None)
     assert bare.defer_when_capped is True
+
+
+async def test_bulk_enqueue_keeps_the_first_of_a_key_repeated_within_one_call(sessions) -> None:
+    from bot.touches import enqueue_touches
+
+    customer_id = await add_customer(sessions)
+    first = {"customer_id": customer_id, "kind": "service", "body": TEXT, "due_at": T0, "idempotency_key": "same"}
+    again = {**first, "body": {"type": "text", "text": "重复"}}
+    other = {**first, "idempotency_key": "other"}
+    async with sessions() as session, session.begin():
+        assert await enqueue_touches(session, [first, again, other], now=T0) == 2
+    async with sessions() as session:
+        stored = {t.idempotency_key: t.body for t in (await session.execute(select(Touch))).scalars()}
+    assert stored == {"same": TEXT, "other": TEXT}
+
+
+async def test_bulk_enqueue_refuses_a_bad_touch_in_a_later_chunk_and_keeps_the_session_usable(
+        sessions, monkeypatch) -> None:
+    import bot.touches
+    from bot.touches import enqueue_touches
+
+    monkeypatch.setattr(bot.touches, "PG_CHUNK", 2)
+    customer_id = await add_customer(sessions)
+    items = [{"customer_id": customer_id, "kind": "service", "body": TEXT, "due_at": T0,
+              "idempotency_key": f"c{n}"} for n in range(5)]
+    items[3] = {**items[3], "body": {"type": "video"}}
+    async with sessions() as session:
+        with pytest.raises(TouchError, match="unknown touch body type"):
+            async with session.begin():
+                await enqueue_touches(session, items, now=T0)
+        async with session.begin():
+            assert await enqueue_touches(session, items[:3], now=T0) == 3
