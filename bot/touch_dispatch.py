@@ -1,22 +1,28 @@
-"""Send due touches: claim a batch under a lease, re-check the policy, record every outcome.
+"""Send due touches: claim a batch under a lease, re-check the policy, call the platform, record.
 
-Delivery is at-least-once with the smallest gap we can make: under the customer's row lock the
-touch is marked `sent`, its transcript row written and the window count bumped *before* the
-platform call, and the transaction commits right after the platform answered. Only a crash
-between WeChat accepting the message and that COMMIT reaching the database sends a touch twice
-(its lease runs out and another worker takes it). The alternative, at-most-once (commit
-"attempted" first, then call), would silently lose the touch in the same gap — and a lost order
-notice is worse than a rare repeated one. A worker that dies *before* the platform accepted a
-message loses nothing: its leased touches are retaken after the lease.
+Each group of touches takes two short transactions around its platform calls, so no customer's
+row stays locked while WeChat answers (a slow call would otherwise hold up that customer's own
+messages for up to the call's timeout):
+
+1. check: under the customers' row locks, the touches still ours are re-checked (consent, staff
+   hold, quiet hours, caps, window); those to send become `sending` with their window count
+   reserved, the others are recorded skipped, deferred or failed. Commit.
+2. call the platform, concurrently, holding no lock and no connection.
+3. record: under the customers' row locks again, a sent touch becomes `sent` with its transcript
+   row; a refused one gets its window reservation back and is skipped, retried or failed. Commit.
+
+Delivery stays at-least-once with the smallest gap we can make. A worker that dies before the
+platform accepted a message loses nothing: its `sending` touches are retaken when the lease runs
+out and checked again. Only a death between WeChat's "ok" and the record's COMMIT sends a touch
+twice. (Marking touches `sent` before the call would lose them in that gap instead, and a lost
+order notice is worse than a rare repeated one.) A `sending` touch counts against the caps and
+cannot be cancelled: its checks passed before the cancel arrived, as with a message already out.
 
 Throughput: the claim reads everything that never changes after enqueueing (kind, body,
 template, attempts — only the lease holder changes those). Touches of up to GROUP_SIZE different
-customers then share one transaction: their customers locked in id order, the touches still ours
-(pending under our lease) locked next, staff hold, open conversations and marketing counts read
-with one statement each, the writes sent as executemany, the platform calls made concurrently, a
-refused call undone under the same locks. Statements are Core, built once. `[touches]
-concurrency` groups run at once, each on its own connection (SQLite has one writer: one group at
-a time); one customer's touches go in claim order, one per group.
+customers share each transaction: customers locked in id order, policy inputs read with one
+statement each, writes as one statement over the group or one executemany. `[touches]
+concurrency` groups are under way at once; one customer's touches go in claim order, one per group.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.channels.wechat_api import QUOTA_USED, WINDOW_CLOSED
@@ -55,6 +61,7 @@ SYSTEM_BUSY = -1  # WeChat's "system busy, retry later"
 # The platform refused for the window's sake: record as skipped, never retry.
 _WINDOW_ERRORS = {WINDOW_CLOSED: "window_closed", QUOTA_USED: "window_quota_used"}
 _HELD = frozenset(str(state) for state in HELD_STATES)
+GROUP_SIZE = 50  # touches (of different customers) per transaction
 
 
 @dataclass
@@ -87,6 +94,17 @@ class ClaimedTouch:
     attempts: int
 
 
+@dataclass(slots=True)
+class _Sending:
+    """A touch checked and committed as `sending`, and what its record needs after the call."""
+
+    touch: ClaimedTouch
+    channel: str
+    external_id: str
+    via_template: bool  # a template needs no window, so it took no count
+    window_seen: datetime | None  # the customer's window when checked
+
+
 # ---- statements, built once ---------------------------------------------------------------
 
 _t = cast(Table, Touch.__table__)
@@ -95,59 +113,65 @@ _v = cast(Table, Conversation.__table__)
 _m = cast(Table, Message.__table__)
 _when = _t.c.due_at.type
 _PENDING = TouchStatus.PENDING.value
+_SENDING = TouchStatus.SENDING.value
+_ids: Any = bindparam("ids", expanding=True)
 
+# Due pending touches, and `sending` ones whose worker died mid-call (their lease ran out).
 _CLAIM = (
     select(_t.c.id, _t.c.customer_id, _t.c.kind, _t.c.body, _t.c.template, _t.c.defer_when_capped, _t.c.attempts)
-    .where(_t.c.status == _PENDING, _t.c.due_at <= bindparam("now", type_=_when),
+    .where(or_(and_(_t.c.status == _PENDING, _t.c.due_at <= bindparam("now", type_=_when)), _t.c.status == _SENDING),
            or_(_t.c.lease_until.is_(None), _t.c.lease_until < bindparam("now", type_=_when)))
     .order_by(_t.c.priority.desc(), _t.c.due_at, _t.c.id)
     .limit(bindparam("limit"))
 )
 _CLAIM_LOCKED = _CLAIM.with_for_update(skip_locked=True)
-_LEASE = (update(_t).where(_t.c.id.in_(bindparam("ids", expanding=True)))
-          .values(lease_until=bindparam("lease", type_=_when)))
+_LEASE = update(_t).where(_t.c.id.in_(_ids)).values(lease_until=bindparam("lease", type_=_when))
 
 # The customers' row locks come first (in id order, so two dispatchers never deadlock), as on
-# the message path, which may cancel touches.
+# the message path, which may cancel touches and appends to the same conversations.
 _LOCK_CUSTOMERS = (
     select(_c.c.id, _c.c.channel, _c.c.external_id, _c.c.subscribed, _c.c.timezone, _c.c.marketing_opt_out,
            _c.c.window_expires_at, _c.c.window_quota, _c.c.window_used)
-    .where(_c.c.id.in_(bindparam("ids", expanding=True))).order_by(_c.c.id).with_for_update()
+    .where(_c.c.id.in_(_ids)).order_by(_c.c.id).with_for_update()
 )
-# Then the touches still ours: pending under our lease (a cancel committed first wins).
+# Then the touches still ours, in the state the phase expects (a cancel committed first wins).
 _LOCK_OURS = (
-    select(_t.c.id).where(_t.c.id.in_(bindparam("ids", expanding=True)), _t.c.status == _PENDING,
+    select(_t.c.id).where(_t.c.id.in_(_ids), _t.c.status.in_(bindparam("statuses", expanding=True)),
                           _t.c.lease_until == bindparam("lease", type_=_when))
     .order_by(_t.c.id).with_for_update()
 )
 # Open conversations, newest first: staff hold one (queued or staff); the newest gets the transcript.
 _OPEN_CONVERSATIONS = (
     select(_v.c.customer_id, _v.c.id, _v.c.state, _v.c.last_seq)
-    .where(_v.c.customer_id.in_(bindparam("ids", expanding=True)), _v.c.state != "closed")
+    .where(_v.c.customer_id.in_(_ids), _v.c.state != "closed")
     .order_by(_v.c.id.desc())
 )
+# Marketing touches sent, or under way elsewhere, since the start of the customers' day or week.
 _SENT_MARKETING = select(_t.c.customer_id, _t.c.sent_at).where(
-    _t.c.customer_id.in_(bindparam("ids", expanding=True)), _t.c.status == TouchStatus.SENT.value,
-    _t.c.kind == "marketing", _t.c.sent_at >= bindparam("since", type_=_when))
+    _t.c.customer_id.in_(_ids), _t.c.status.in_([TouchStatus.SENT.value, _SENDING]),
+    _t.c.kind == "marketing", _t.c.sent_at >= bindparam("since", type_=_when),
+    _t.c.id.not_in(bindparam("checking", expanding=True)))
 
+_MARK_SENDING = update(_t).where(_t.c.id == bindparam("touch_id")).values(
+    status=_SENDING, reason=bindparam("b_reason"), sent_at=bindparam("b_sent_at", type_=_when),
+    lease_until=bindparam("b_lease", type_=_when))
+_RESERVE = update(_c).where(_c.c.id.in_(_ids)).values(window_used=_c.c.window_used + 1)
+_MARK_SENT = update(_t).where(_t.c.id.in_(_ids)).values(status=TouchStatus.SENT.value, lease_until=None,
+                                                        attempts=_t.c.attempts + 1)
 _FINISH = update(_t).where(_t.c.id == bindparam("touch_id")).values(
     status=bindparam("b_status"), reason=bindparam("b_reason"), lease_until=None,
-    attempts=bindparam("b_attempts"), sent_at=bindparam("b_sent_at", type_=_when))
+    attempts=bindparam("b_attempts"), sent_at=None)
 _RESCHEDULE = update(_t).where(_t.c.id == bindparam("touch_id")).values(
     status=_PENDING, due_at=bindparam("b_due", type_=_when), reason=bindparam("b_reason"), lease_until=None,
     attempts=bindparam("b_attempts"), sent_at=None)
 _NEW_CONVERSATION = insert(_v).values(
     customer_id=bindparam("customer_id"), state="bot", last_seq=0, not_understood_streak=0,
     started_at=bindparam("b_now", type_=_when), updated_at=bindparam("b_now", type_=_when))
-_SET_SEQ = update(_v).where(_v.c.id == bindparam("conversation_id")).values(last_seq=bindparam("b_seq"))
+_BUMP_SEQ = update(_v).where(_v.c.id.in_(_ids)).values(last_seq=_v.c.last_seq + 1)
 _TRANSCRIPT = insert(_m)
-_UNDO_TRANSCRIPT = delete(_m).where(_m.c.conversation_id == bindparam("conversation_id"),
-                                    _m.c.seq == bindparam("b_seq"))
-_UNDO_CONVERSATION = delete(_v).where(_v.c.id == bindparam("conversation_id"))
 _SET_WINDOW = update(_c).where(_c.c.id == bindparam("customer_id")).values(
     window_expires_at=bindparam("b_expires", type_=_when), window_quota=bindparam("b_quota"),
     window_used=bindparam("b_used"))
-_SET_USED = update(_c).where(_c.c.id == bindparam("customer_id")).values(window_used=bindparam("b_used"))
 
 
 def _engine(sessions: async_sessionmaker[AsyncSession]) -> AsyncEngine:
@@ -192,7 +216,6 @@ async def dispatch_due_touches(sessions: async_sessionmaker[AsyncSession], sende
     """Claim and deliver due touches until none are left; one APScheduler job runs this."""
     engine = _engine(sessions)
     total = DispatchStats()
-    concurrency = 1 if engine.dialect.name == "sqlite" else settings.concurrency
     while True:
         claimed, lease = await claim_touches(engine, clock.now(), limit=settings.batch_size,
                                              lease_seconds=settings.lease_seconds)
@@ -200,7 +223,7 @@ async def dispatch_due_touches(sessions: async_sessionmaker[AsyncSession], sende
             break
         stats = DispatchStats(claimed=len(claimed))
         await _prepare(senders)
-        await deliver_claimed(engine, senders, settings, clock, claimed, lease, stats, concurrency)
+        await deliver_claimed(engine, senders, settings, clock, claimed, lease, stats, settings.concurrency)
         log.debug("worker %s: %s", worker_id, stats)
         total.add(stats)
         if len(claimed) < settings.batch_size:
@@ -214,9 +237,9 @@ async def deliver_claimed(engine: AsyncEngine, senders: Mapping[str, Sender], se
     """Deliver a claimed batch.
 
     Rounds keep one customer's touches in claim order: round n holds each customer's n-th touch.
-    A round is cut into groups of at most GROUP_SIZE customers; each group is one transaction
-    (customers locked together, policy inputs read with one statement each, writes batched), and
-    `concurrency` groups run at once, each on its own connection.
+    A round is cut into groups of at most GROUP_SIZE customers, and `concurrency` groups are under
+    way at once. A group holds a connection only while it checks and while it records, so on
+    SQLite too (one connection) the platform calls of several groups overlap.
     """
     rounds: list[list[ClaimedTouch]] = []
     seen: dict[int, int] = {}
@@ -237,12 +260,9 @@ async def deliver_claimed(engine: AsyncEngine, senders: Mapping[str, Sender], se
         await asyncio.gather(*(_run(touches[first:first + size]) for first in range(0, len(touches), size)))
 
 
-GROUP_SIZE = 50  # touches (of different customers) per transaction
-
-
 async def _prepare(senders: Mapping[str, Sender]) -> None:
-    """Let senders refresh credentials (the access token is stored in the database) before we
-    hold a transaction: on SQLite the single connection would otherwise wait for itself."""
+    """Let senders refresh credentials (the access token is stored in the database) before the
+    calls, so a batch does not start with every call waiting for one token."""
     for sender in senders.values():
         prepare = getattr(sender, "prepare", None)
         if prepare is not None:
@@ -252,59 +272,64 @@ async def _prepare(senders: Mapping[str, Sender]) -> None:
                 log.warning("could not prepare %s", type(sender).__name__, exc_info=True)
 
 
-@dataclass(slots=True)
-class _Sending:
-    """A touch marked sent in the open transaction, and what undoes that if the platform refuses."""
-
-    touch: ClaimedTouch
-    customer: Any
-    via_template: bool
-    conversation_id: int
-    seq: int
-    new_conversation: bool
-
-
 async def _deliver_group(engine: AsyncEngine, senders: Mapping[str, Sender], settings: TouchPolicySettings,
                          clock: Clock, touches: Sequence[ClaimedTouch], lease: datetime,
                          stats: DispatchStats) -> None:
-    """Touches of different customers in one transaction; it commits once the platform answered
-    every one of them (the calls run concurrently)."""
+    """Check and commit, call with no lock held, record and commit."""
     counts = DispatchStats()
     try:
         async with engine.begin() as connection:
-            await _deliver_locked(connection, senders, settings, clock, touches, lease, counts)
+            sending, lease = await _check(connection, senders, settings, clock, touches, lease, counts)
     except Exception:
         stats.errors += len(touches)
         log.exception("%d touches: dispatch failed; they are retried after their lease", len(touches))
         return
     stats.add(counts)
+    if not sending:
+        return
+    results = await asyncio.gather(
+        *(_call(senders[s.channel], s.external_id, s.touch, s.via_template) for s in sending),
+        return_exceptions=True)
+    counts = DispatchStats()
+    try:
+        async with engine.begin() as connection:
+            await _record(connection, settings, clock.now(), lease, sending, results, counts)
+    except Exception:
+        stats.errors += len(sending)
+        log.exception("%d touches: the platform answered but the outcome was not stored; they are "
+                      "checked and sent again after their lease", len(sending))
+        return
+    stats.add(counts)
 
 
-async def _deliver_locked(connection: AsyncConnection, senders: Mapping[str, Sender],
-                          settings: TouchPolicySettings, clock: Clock, touches: Sequence[ClaimedTouch],
-                          lease: datetime, stats: DispatchStats) -> None:
+async def _check(connection: AsyncConnection, senders: Mapping[str, Sender], settings: TouchPolicySettings,
+                 clock: Clock, touches: Sequence[ClaimedTouch], lease: datetime,
+                 stats: DispatchStats) -> tuple[list[_Sending], datetime]:
+    """Phase 1, under the customers' locks: decide each touch; mark those to send `sending`.
+
+    They get a fresh lease (returned): the time a batch waited for its turn does not count
+    against the call, so no other worker retakes a touch whose call is still under way.
+    """
     customer_ids = sorted({touch.customer_id for touch in touches})
     customers = {row.id: row for row in await connection.execute(_LOCK_CUSTOMERS, {"ids": customer_ids})}
-    ours = set((await connection.execute(
-        _LOCK_OURS, {"ids": [touch.id for touch in touches], "lease": lease})).scalars())
+    ours = set((await connection.execute(_LOCK_OURS, {
+        "ids": [touch.id for touch in touches], "statuses": [_PENDING, _SENDING], "lease": lease})).scalars())
     now = clock.now()
-    conversations: dict[int, list[Any]] = {}
-    for row in await connection.execute(_OPEN_CONVERSATIONS, {"ids": customer_ids}):
-        conversations.setdefault(row.customer_id, []).append(row)
-    sent = await _sent_counts(connection, [touch for touch in touches if touch.id in ours],
-                              customers, now, settings)
+    fresh = now + timedelta(seconds=settings.lease_seconds)
+    held = {row.customer_id for row in await connection.execute(_OPEN_CONVERSATIONS, {"ids": customer_ids})
+            if row.state in _HELD}
+    sent = await _sent_counts(connection, [touch for touch in touches if touch.id in ours], customers, now, settings)
     finished: list[dict[str, Any]] = []
     rescheduled: list[dict[str, Any]] = []
+    marked: list[dict[str, Any]] = []
     sending: list[_Sending] = []
     for touch in touches:
         if touch.id not in ours:
             stats.dropped += 1
             continue
         customer = customers[touch.customer_id]
-        open_ = conversations.get(touch.customer_id, [])
         decision = decide(touch, customer, now=now, settings=settings,  # type: ignore[arg-type]
-                          held_by_staff=any(row.state in _HELD for row in open_),
-                          sent=sent.get(touch.customer_id, SentCounts()))
+                          held_by_staff=touch.customer_id in held, sent=sent.get(touch.customer_id, SentCounts()))
         if decision.action is Action.SKIP:
             finished.append(_finished(touch, TouchStatus.SKIPPED, decision.reason, touch.attempts))
             stats.skipped += 1
@@ -319,52 +344,118 @@ async def _deliver_locked(connection: AsyncConnection, senders: Mapping[str, Sen
             stats.failed += 1
         else:
             via_template = decision.action is Action.TEMPLATE
-            if open_:
-                conversation_id, seq, new = open_[0].id, open_[0].last_seq + 1, False
-            else:
-                started = await connection.execute(_NEW_CONVERSATION, {"customer_id": touch.customer_id,
-                                                                       "b_now": now})
-                key = started.inserted_primary_key
-                assert key is not None
-                conversation_id, seq, new = key[0], 1, True
-            # Record success first; the platform calls come last, so the commit follows WeChat's
-            # "ok" as closely as possible. A refused call is undone below, locks still held.
-            sending.append(_Sending(touch, customer, via_template, conversation_id, seq, new))
-            finished.append(_finished(touch, TouchStatus.SENT, f"template: {decision.reason}" if via_template
-                                      else None, touch.attempts + 1, now))
+            sending.append(_Sending(touch, customer.channel, customer.external_id, via_template,
+                                    customer.window_expires_at))
+            marked.append({"touch_id": touch.id, "b_sent_at": now, "b_lease": fresh,
+                           "b_reason": f"template: {decision.reason}" if via_template else None})
     await _executemany(connection, _FINISH, finished)
     await _executemany(connection, _RESCHEDULE, rescheduled)
-    if not sending:
-        return
-    await _executemany(connection, _SET_SEQ, [{"conversation_id": s.conversation_id, "b_seq": s.seq}
-                                              for s in sending])
-    await _executemany(connection, _TRANSCRIPT, [_transcript_row(s, now) for s in sending])
-    await _executemany(connection, _SET_USED, [
-        {"customer_id": s.touch.customer_id, "b_used": s.customer.window_used + 1}
-        for s in sending if not s.via_template])
-    results = await asyncio.gather(
-        *(_call(senders[s.customer.channel], s.customer.external_id, s.touch, s.via_template) for s in sending),
-        return_exceptions=True)
-    failures = [(s, result) for s, result in zip(sending, results, strict=True) if isinstance(result, BaseException)]
+    await _executemany(connection, _MARK_SENDING, marked)
+    # The window count is taken now, so a second worker's check sees it; a refusal gives it back.
+    # (A touch retaken after its worker died takes it again: we may under-use a window, never overrun it.)
+    reserved = [s.touch.customer_id for s in sending if not s.via_template]
+    if reserved:
+        await connection.execute(_RESERVE, {"ids": reserved})
+    return sending, fresh
+
+
+async def _record(connection: AsyncConnection, settings: TouchPolicySettings, now: datetime, lease: datetime,
+                  sending: Sequence[_Sending], results: Sequence[BaseException | None],
+                  stats: DispatchStats) -> None:
+    """Phase 3, under the customers' locks again: sent touches get their transcript rows; refused
+    ones their window count back, and are skipped, retried or failed."""
+    customer_ids = sorted({s.touch.customer_id for s in sending})
+    customers = {row.id: row for row in await connection.execute(_LOCK_CUSTOMERS, {"ids": customer_ids})}
+    ours = set((await connection.execute(_LOCK_OURS, {
+        "ids": [s.touch.id for s in sending], "statuses": [_SENDING], "lease": lease})).scalars())
+    delivered: list[_Sending] = []
+    failures: list[tuple[_Sending, BaseException]] = []
     for s, result in zip(sending, results, strict=True):
-        if not isinstance(result, BaseException):
-            stats.sent += 1
-            stats.templates += s.via_template
+        if s.touch.id not in ours:
+            stats.dropped += 1  # our lease ran out mid-call and another worker took the touch
+        elif isinstance(result, BaseException):
+            failures.append((s, result))
+        else:
+            delivered.append(s)
+    if delivered:
+        await _transcribe(connection, now, delivered)
+        await connection.execute(_MARK_SENT, {"ids": [s.touch.id for s in delivered]})
+        stats.sent += len(delivered)
+        stats.templates += sum(s.via_template for s in delivered)
     if failures:
-        await _undo(connection, settings, failures, clock.now(), stats)
+        await _refused(connection, settings, now, customers, failures, stats)
 
 
-def _finished(touch: ClaimedTouch, status: TouchStatus, reason: str | None, attempts: int,
-              sent_at: datetime | None = None) -> dict[str, Any]:
-    return {"touch_id": touch.id, "b_status": status.value, "b_reason": reason, "b_attempts": attempts,
-            "b_sent_at": sent_at}
+async def _transcribe(connection: AsyncConnection, now: datetime, delivered: Sequence[_Sending]) -> None:
+    """One outgoing transcript row per delivered touch, in the customer's newest open conversation."""
+    ids = sorted({s.touch.customer_id for s in delivered})
+    newest: dict[int, Any] = {}
+    for row in await connection.execute(_OPEN_CONVERSATIONS, {"ids": ids}):
+        newest.setdefault(row.customer_id, row)
+    missing = [customer_id for customer_id in ids if customer_id not in newest]
+    if missing:
+        await _executemany(connection, _NEW_CONVERSATION, [{"customer_id": i, "b_now": now} for i in missing])
+        for row in await connection.execute(_OPEN_CONVERSATIONS, {"ids": missing}):
+            newest.setdefault(row.customer_id, row)
+    await connection.execute(_BUMP_SEQ, {"ids": sorted({newest[s.touch.customer_id].id for s in delivered})})
+    await _executemany(connection, _TRANSCRIPT, [_transcript_row(s, newest[s.touch.customer_id], now)
+                                                  for s in delivered])
 
 
-def _transcript_row(sending: _Sending, now: datetime) -> dict[str, Any]:
+async def _refused(connection: AsyncConnection, settings: TouchPolicySettings, now: datetime,
+                   customers: Mapping[int, Any], failures: Sequence[tuple[_Sending, BaseException]],
+                   stats: DispatchStats) -> None:
+    """The platform refused: give the window count back, then skip, retry or fail. A window the
+    customer opened meanwhile (by writing to us) is theirs: no refusal of the old one touches it."""
+    windows: list[dict[str, Any]] = []
+    finished: list[dict[str, Any]] = []
+    rescheduled: list[dict[str, Any]] = []
+    for s, error in failures:
+        touch, customer, attempts = s.touch, customers[s.touch.customer_id], s.touch.attempts + 1
+        same_window = customer.window_expires_at == s.window_seen
+        reserved = same_window and not s.via_template
+        window = {"customer_id": touch.customer_id, "b_expires": customer.window_expires_at,
+                  "b_quota": customer.window_quota, "b_used": max(customer.window_used - reserved, 0)}
+        code = error.code if isinstance(error, DeliveryError) else None
+        if code in _WINDOW_ERRORS:
+            # WeChat disagrees with our count: believe it, and don't knock again.
+            if code == WINDOW_CLOSED:
+                window.update(b_expires=None, b_quota=0, b_used=0)
+            else:
+                window["b_used"] = max(customer.window_quota, window["b_used"])
+            if same_window:
+                windows.append(window)
+            finished.append(_finished(touch, TouchStatus.SKIPPED, f"{_WINDOW_ERRORS[code]} ({code})", attempts))
+            stats.skipped += 1
+            continue
+        if reserved:
+            windows.append(window)
+        reason = error.reason if isinstance(error, DeliveryError) else f"{type(error).__name__}: {error}".rstrip(": ")
+        permanent = isinstance(error, DeliveryError) and code != SYSTEM_BUSY
+        if permanent or attempts >= settings.max_attempts:
+            finished.append(_finished(touch, TouchStatus.FAILED, reason, attempts))
+            stats.failed += 1
+            log.warning("touch %s to %s failed after %d attempts: %s", touch.id, mask(s.external_id),
+                        attempts, reason)
+            continue
+        delay = min(settings.backoff_seconds * 2 ** (attempts - 1), settings.backoff_max_seconds)
+        rescheduled.append({"touch_id": touch.id, "b_due": now + timedelta(seconds=delay), "b_attempts": attempts,
+                            "b_reason": f"retrying: {reason}"})
+        stats.retried += 1
+    await _executemany(connection, _SET_WINDOW, windows)
+    await _executemany(connection, _FINISH, finished)
+    await _executemany(connection, _RESCHEDULE, rescheduled)
+
+
+def _finished(touch: ClaimedTouch, status: TouchStatus, reason: str | None, attempts: int) -> dict[str, Any]:
+    return {"touch_id": touch.id, "b_status": status.value, "b_reason": reason, "b_attempts": attempts}
+
+
+def _transcript_row(sending: _Sending, conversation: Any, now: datetime) -> dict[str, Any]:
     touch, via_template = sending.touch, sending.via_template
     return {
-        "conversation_id": sending.conversation_id, "customer_id": touch.customer_id, "seq": sending.seq,
-        "channel": sending.customer.channel, "direction": "out",
+        "conversation_id": conversation.id, "customer_id": touch.customer_id, "seq": conversation.last_seq + 1,
+        "channel": sending.channel, "direction": "out",
         "kind": "template" if via_template else touch.body["type"],
         "text": transcript_text(touch, via_template), "delivery": "push",
         "payload": {"touch_id": touch.id, "source": "touch", "touch_kind": touch.kind,
@@ -383,7 +474,8 @@ async def _executemany(connection: AsyncConnection, statement: Any, rows: list[d
 async def _sent_counts(connection: AsyncConnection, touches: Sequence[ClaimedTouch],
                        customers: Mapping[int, Any], now: datetime,
                        settings: TouchPolicySettings) -> dict[int, SentCounts]:
-    """Marketing touches already sent in each customer's local day and week, one statement."""
+    """Marketing touches already sent (or under way) in each customer's local day and week, one
+    statement; the touches being checked do not count themselves."""
     periods = {}
     for touch in touches:
         if touch.kind == "marketing" and touch.customer_id not in periods:
@@ -394,60 +486,14 @@ async def _sent_counts(connection: AsyncConnection, touches: Sequence[ClaimedTou
         return {}
     since = min(start for _, start in periods.values())
     found: dict[int, list[datetime]] = {}
-    for row in await connection.execute(_SENT_MARKETING, {"ids": sorted(periods), "since": since}):
+    parameters = {"ids": sorted(periods), "since": since, "checking": [touch.id for touch in touches]}
+    for row in await connection.execute(_SENT_MARKETING, parameters):
         found.setdefault(row.customer_id, []).append(row.sent_at)
     counts = {}
     for customer_id, (day, start) in periods.items():
         times = [at for at in found.get(customer_id, ()) if at >= start]
         counts[customer_id] = SentCounts(today=sum(1 for at in times if at >= day), this_week=len(times))
     return counts
-
-
-async def _undo(connection: AsyncConnection, settings: TouchPolicySettings,
-                failures: Sequence[tuple[_Sending, BaseException]], now: datetime, stats: DispatchStats) -> None:
-    """The platform refused: take back the transcript row, the sequence number and the window
-    count (we still hold the locks, so nothing else moved them), then skip, retry or fail."""
-    await _executemany(connection, _UNDO_TRANSCRIPT, [
-        {"conversation_id": s.conversation_id, "b_seq": s.seq} for s, _ in failures])
-    await _executemany(connection, _UNDO_CONVERSATION, [
-        {"conversation_id": s.conversation_id} for s, _ in failures if s.new_conversation])
-    await _executemany(connection, _SET_SEQ, [
-        {"conversation_id": s.conversation_id, "b_seq": s.seq - 1} for s, _ in failures if not s.new_conversation])
-    windows: list[dict[str, Any]] = []
-    finished: list[dict[str, Any]] = []
-    rescheduled: list[dict[str, Any]] = []
-    for s, error in failures:
-        touch, customer, attempts = s.touch, s.customer, s.touch.attempts + 1
-        window = {"customer_id": touch.customer_id, "b_expires": customer.window_expires_at,
-                  "b_quota": customer.window_quota, "b_used": customer.window_used}
-        code = error.code if isinstance(error, DeliveryError) else None
-        if code in _WINDOW_ERRORS:
-            # WeChat disagrees with our count: believe it, and don't knock again.
-            if code == WINDOW_CLOSED:
-                window.update(b_expires=None, b_quota=0, b_used=0)
-            else:
-                window["b_used"] = max(customer.window_quota, customer.window_used)
-            windows.append(window)
-            finished.append(_finished(touch, TouchStatus.SKIPPED, f"{_WINDOW_ERRORS[code]} ({code})", attempts))
-            stats.skipped += 1
-            continue
-        if not s.via_template:
-            windows.append(window)
-        reason = error.reason if isinstance(error, DeliveryError) else f"{type(error).__name__}: {error}".rstrip(": ")
-        permanent = isinstance(error, DeliveryError) and code != SYSTEM_BUSY
-        if permanent or attempts >= settings.max_attempts:
-            finished.append(_finished(touch, TouchStatus.FAILED, reason, attempts))
-            stats.failed += 1
-            log.warning("touch %s to %s failed after %d attempts: %s", touch.id, mask(customer.external_id),
-                        attempts, reason)
-            continue
-        delay = min(settings.backoff_seconds * 2 ** (attempts - 1), settings.backoff_max_seconds)
-        rescheduled.append({"touch_id": touch.id, "b_due": now + timedelta(seconds=delay), "b_attempts": attempts,
-                            "b_reason": f"retrying: {reason}"})
-        stats.retried += 1
-    await _executemany(connection, _SET_WINDOW, windows)
-    await _executemany(connection, _FINISH, finished)
-    await _executemany(connection, _RESCHEDULE, rescheduled)
 
 
 async def _call(sender: Sender, user_id: str, touch: ClaimedTouch, via_template: bool) -> None:

@@ -15,8 +15,8 @@ from enum import StrEnum
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Table, select, text, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.dialects import mysql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from storage.models import Touch
@@ -30,6 +30,7 @@ class TouchKind(StrEnum):
 
 class TouchStatus(StrEnum):
     PENDING = "pending"
+    SENDING = "sending"  # checked and committed; the platform call is under way (see touch_dispatch)
     SENT = "sent"
     SKIPPED = "skipped"
     FAILED = "failed"
