@@ -30,6 +30,7 @@ from bot.turn import Stage, Turn
 from flows import runs
 from handlers.router import Router
 from storage import conversations as store
+from storage.changed_rows import write_changed
 from storage.db import is_retryable
 from storage.models import Conversation, Customer, Message
 
@@ -133,10 +134,13 @@ class Pipeline:
             customer, conversation = await store.lock_customer_with_conversation(
                 session, inbound.channel, inbound.user_id)
             turn = await self._take(session, inbound, customer, conversation)
-            outgoing = self._answer(session, turn)
-            # A retry of a stored delivery fails on the unique platform message id here (or
-            # earlier if a stage flushes): see _handle_one().
+            outgoing = self._answer(turn)
             await session.flush()
+            # A retry of a stored delivery fails on the unique platform message id here: see
+            # _handle_one().
+            await store.insert_message(session, turn.message)
+            for message in outgoing:
+                await store.insert_message(session, message)
         return self._done(turn, outgoing)
 
     # ------------------------------------------------------------ group commit (SQLite)
@@ -214,10 +218,12 @@ class Pipeline:
                 customer, conversation = known.get(key, (None, None))
                 turn = await self._take(session, inbound, customer, conversation, ids)
                 known[key] = (turn.customer, turn.conversation)
-                turns.append((turn, self._answer(session, turn, stored_by_session=False)))
-            # The group's own messages stay out of the session (no stage reads them back) and go
-            # to the database in one executemany, after what the stages added, with ids taken
-            # last so that a row the database numbered is never in the way.
+                turns.append((turn, self._answer(turn)))
+            # What the turns changed on the customers and conversations is written per column
+            # set; the unit of work flushes only what the stages added. The group's messages go
+            # in one executemany after that, with ids taken last so that a row the database
+            # numbered is never in the way.
+            await write_changed(session, [row for pair in known.values() for row in pair if row is not None])
             await session.flush()
             new = [m for turn, outgoing in turns for m in (turn.message, *outgoing)]
             first = await ids.take(Message, len(new))
@@ -255,13 +261,11 @@ class Pipeline:
         self._apply_customer_changes(session, customer, inbound, now)
 
         conversation.last_seq += 1
-        incoming = Message(
+        incoming = store.NewMessage(
             conversation_id=conversation.id, customer_id=customer.id, seq=conversation.last_seq,
             channel=inbound.channel, direction="in", kind=str(inbound.kind), text=inbound.text,
             platform_msg_id=inbound.dedup_key, payload=inbound.payload, created_at=inbound.received_at,
         )
-        if ids is None:
-            session.add(incoming)
 
         turn = Turn(session=session, inbound=inbound, customer=customer, conversation=conversation,
                     message=incoming, now=now,
@@ -269,31 +273,30 @@ class Pipeline:
         await self._run(turn)
         return turn
 
-    def _answer(self, session: AsyncSession, turn: Turn, *, stored_by_session: bool = True) -> list[Message]:
-        """The turn's replies as outbound messages, pending in the session unless the caller stores them."""
+    def _answer(self, turn: Turn) -> list[store.NewMessage]:
+        """The turn's replies as outbound messages, for the caller to store."""
         incoming, conversation, customer, now = turn.message, turn.conversation, turn.customer, turn.now
         incoming.intent = turn.match.intent if turn.match else None
         outgoing = []
         for reply in turn.replies:
             conversation.last_seq += 1
-            outgoing.append(Message(
+            outgoing.append(store.NewMessage(
                 conversation_id=conversation.id, customer_id=customer.id, seq=conversation.last_seq,
                 channel=turn.inbound.channel, direction="out", kind="text", text=reply.text,
                 reply_to=incoming, delivery="passive", intent=reply.intent,
                 payload={"source": reply.source}, created_at=now,
             ))
-        if stored_by_session:
-            session.add_all(outgoing)
         conversation.updated_at = now
         return outgoing
 
-    def _done(self, turn: Turn, outgoing: list[Message]) -> _Done:
+    def _done(self, turn: Turn, outgoing: list[store.NewMessage]) -> _Done:
         """After commit: count it and hand back the answer."""
         self.stats.handled += 1
         if not turn.understood:
             self.stats.not_understood += 1
         log.debug("handled %s from %s: %d replies", turn.inbound.kind, mask(turn.inbound.user_id), len(outgoing))
-        return _Done(Outcome(replies=turn.replies, message_ids=[m.id for m in outgoing]), turn.after_commit)
+        return _Done(Outcome(replies=turn.replies, message_ids=[m.id for m in outgoing if m.id is not None]),
+                     turn.after_commit)
 
     async def _run(self, turn: Turn) -> None:
         """Stages first (they may take the message), then the router, then stages again."""

@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.messages import Inbound, Reply
 from handlers.matching import Match
-from storage.models import Conversation, Customer, Message
+from storage.conversations import NewMessage
+from storage.models import Conversation, Customer
 
 
 @dataclass
@@ -24,7 +25,7 @@ class Turn:
     inbound: Inbound
     customer: Customer
     conversation: Conversation
-    message: Message  # the stored inbound message
+    message: NewMessage  # the inbound message, stored with the turn's replies
     now: datetime
     variables: dict[str, str]
     replies: list[Reply] = field(default_factory=list)

@@ -52,8 +52,9 @@ async def note_customers_without_open_runs(session: AsyncSession, customer_ids: 
     """Look up, in one query, which of these customers have no open run, and remember it for
     this transaction (`open_runs` then answers them without a query)."""
     ids = set(customer_ids)
-    with_runs = set((await session.execute(_customers_with_open_runs, {"ids": sorted(ids)})).scalars()) \
-        if ids else set()
+    # On the session's connection: no autoflush and no ORM result handling for a column of ids.
+    with_runs = set((await (await session.connection()).execute(
+        _customers_with_open_runs, {"ids": sorted(ids)})).scalars()) if ids else set()
     remember_without_open_runs(session, ids - with_runs)
 
 

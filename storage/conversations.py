@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
@@ -118,13 +119,15 @@ class WriterIds:
         from here or after anything else has inserted into it in this transaction.
         """
         if model not in self._next:
-            with self._session.no_autoflush:  # what is pending already has its ids from here
-                largest = (await self._session.execute(_largest_id[model])).scalar()
-                if model is not Message and not self._next.keys() - {Message}:
-                    # Nothing tells the unit of work that a message must follow its new customer
-                    # (no relationship), so rows may go out in either order: check the foreign
-                    # keys at commit instead of per statement (reset by SQLite at commit).
-                    await self._session.execute(_defer_foreign_keys)
+            # On the session's connection, without an autoflush: what is pending already has
+            # its ids from here.
+            connection = await self._session.connection()
+            largest = (await connection.execute(_largest_id[model])).scalar()
+            if model is not Message and not self._next.keys() - {Message}:
+                # Nothing tells the unit of work that a message must follow its new customer
+                # (no relationship), so rows may go out in either order: check the foreign
+                # keys at commit instead of per statement (reset by SQLite at commit).
+                await connection.execute(_defer_foreign_keys)
             self._next[model] = (largest or 0) + 1
         first = self._next[model]
         self._next[model] = first + count
@@ -135,20 +138,55 @@ _defer_foreign_keys = text("PRAGMA defer_foreign_keys = ON")
 _largest_id: dict[type, Any] = {model: select(func.max(model.id)) for model in (Customer, Conversation, Message)}
 
 
-async def insert_messages(session: AsyncSession, messages: Sequence[Message]) -> None:
-    """Store messages that carry their ids (and their replies' `reply_to`) in one executemany,
-    without the unit of work: for a writer that holds many new messages no query reads back."""
-    if not messages:
-        return
-    rows = [{
-        "id": m.id, "conversation_id": m.conversation_id, "customer_id": m.customer_id, "seq": m.seq,
-        "channel": m.channel, "direction": m.direction, "kind": m.kind,
-        "text": "" if m.text is None else m.text, "platform_msg_id": m.platform_msg_id,
-        "reply_to_id": m.reply_to.id if m.reply_to is not None else m.reply_to_id,
-        "delivery": m.delivery, "intent": m.intent, "payload": {} if m.payload is None else m.payload,
-        "created_at": m.created_at,
-    } for m in messages]
-    await (await session.connection()).execute(_insert_message, rows)
+@dataclass(slots=True)
+class NewMessage:
+    """A message on its way to the messages table.
+
+    The message path stores its messages as plain rows rather than through the unit of work:
+    nothing reads them back in the same transaction, and a mapped object costs far more to
+    build than the row does to insert.
+    """
+
+    conversation_id: int
+    customer_id: int
+    seq: int
+    channel: str
+    direction: str  # "in" | "out"
+    kind: str
+    text: str
+    created_at: datetime
+    platform_msg_id: str | None = None
+    reply_to: NewMessage | None = None
+    delivery: str | None = None
+    intent: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "conversation_id": self.conversation_id, "customer_id": self.customer_id,
+            "seq": self.seq, "channel": self.channel, "direction": self.direction, "kind": self.kind,
+            "text": self.text, "platform_msg_id": self.platform_msg_id,
+            "reply_to_id": None if self.reply_to is None else self.reply_to.id,
+            "delivery": self.delivery, "intent": self.intent, "payload": self.payload,
+            "created_at": self.created_at,
+        }
+
+
+async def insert_messages(session: AsyncSession, messages: Sequence[NewMessage]) -> None:
+    """Store messages that already carry their ids (a replied-to message before its replies) in
+    one executemany: for a writer that numbers its own rows (see WriterIds)."""
+    if messages:
+        await (await session.connection()).execute(_insert_message, [m.row() for m in messages])
+
+
+async def insert_message(session: AsyncSession, message: NewMessage) -> int:
+    """Store one message and give it the id the database chose (its replies refer to it)."""
+    row = message.row()
+    del row["id"]
+    result = await (await session.connection()).execute(_insert_message, row)
+    message.id = int(result.inserted_primary_key[0])
+    return message.id
 
 
 _insert_message = insert(cast(Table, Message.__table__))

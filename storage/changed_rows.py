@@ -1,0 +1,82 @@
+"""Write what changed on loaded rows with one executemany per table and set of columns.
+
+The message path loads a group of customers and conversations, stages change a few columns on
+each (the push window, the last sequence number …), and everything is written at once. The
+unit of work would do the same with far more Python per row; this writes the changed columns
+by primary key and takes the rows out of the session, which then flushes only what is new.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, inspect, update
+from sqlalchemy.orm import ColumnProperty
+from sqlalchemy.orm.base import NO_VALUE
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import Update
+
+
+async def write_changed(session: AsyncSession, objects: Iterable[object]) -> None:
+    """UPDATE the changed columns of these persistent objects, then expunge them.
+
+    Objects the unit of work must handle itself (new, deleted, or changed in anything but a
+    plain column) stay in the session for its flush.
+    """
+    groups: dict[tuple[Table, tuple[str, ...]], list[dict[str, Any]]] = {}
+    done = []
+    for obj in objects:
+        state = inspect(obj)
+        if not state.persistent or state.deleted:
+            continue
+        values = _changed_values(state)
+        if values is None:
+            continue
+        done.append(obj)
+        if values:
+            table = cast(Table, state.mapper.local_table)
+            (primary_key,) = state.mapper.primary_key
+            values["_pk"] = state.dict[primary_key.key]
+            groups.setdefault((table, tuple(sorted(values))), []).append(values)
+    connection = await session.connection() if groups else None
+    for (table, keys), rows in groups.items():
+        assert connection is not None
+        await connection.execute(_statement(table, keys), rows)
+    for obj in done:
+        session.expunge(obj)
+
+
+def _changed_values(state: Any) -> dict[str, Any] | None:
+    """Changed column values by column name; None when a change is not a plain column's."""
+    values: dict[str, Any] = {}
+    attrs = state.mapper.attrs
+    for key, before in state.committed_state.items():
+        prop = attrs[key]
+        if not isinstance(prop, ColumnProperty) or len(prop.columns) != 1:
+            return None
+        after = state.dict.get(key, NO_VALUE)
+        if after is NO_VALUE:
+            return None
+        if before is not NO_VALUE and before == after:
+            continue
+        values[_PARAM + prop.columns[0].key] = after
+    return values
+
+
+# Parameters may not share a column's name in an UPDATE's SET clause.
+_PARAM = "set_"
+_statements: dict[tuple[Table, tuple[str, ...]], Update] = {}
+
+
+def _statement(table: Table, keys: tuple[str, ...]) -> Update:
+    # Built once per column set: constructing a statement costs more than SQLite running it.
+    statement = _statements.get((table, keys))
+    if statement is None:
+        (primary_key,) = table.primary_key.columns
+        columns = [key.removeprefix(_PARAM) for key in keys if key != "_pk"]
+        statement = (update(table).where(primary_key == bindparam("_pk", type_=primary_key.type))
+                     .values({column: bindparam(_PARAM + column, type_=table.c[column].type)
+                              for column in columns}))
+        _statements[(table, keys)] = statement
+    return statement
