@@ -2,8 +2,10 @@
 
 Features are TF-IDF blocks (sublinear tf, each block L2-normalised) of character 1-, 2- and
 3-grams with start/end markers, jieba words, and jieba part-of-speech tags and tag pairs
-(see features.py). The tags add a little knowledge of the language that a few examples cannot
-give — that 周杰伦 is a person and 杭州 a place — and helped most with few examples per intent.
+(see features.py), plus the message's words summed into topics of a general topic model
+(topics.py). Tags and topics add knowledge of the language that a few examples cannot give —
+that 周杰伦 is a person and a singer, 杭州 a place, 红烧肉 a dish — and help most with few
+examples per intent.
 
 Two linear models are fitted with scikit-learn, a linear SVM and a one-vs-rest logistic
 regression. Cross-validation on short Chinese queries showed the pair ranks intents better than
@@ -22,11 +24,13 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.svm import LinearSVC
 
 from handlers.nlu.features import TfidfBlocks, char_ngrams
+from handlers.nlu.topics import TOPIC_COUNT, WordTopics
 
 # Which intent: the SVM and the regression, each scaled to unit spread (measured over the
 # training examples, so the scaling folds into the weights), summed.
@@ -37,6 +41,8 @@ from handlers.nlu.features import TfidfBlocks, char_ngrams
 # Relative weight of the feature blocks (char 1-, 2-, 3-grams, words, tags), chosen by
 # cross-validation on a public 31-intent data set of short queries.
 BLOCK_WEIGHTS = (1.0, 1.0, 0.7, 1.0, 0.5)
+# Length of the topic vector next to those blocks (same cross-validation).
+TOPIC_WEIGHT = 0.6
 SVM_C = 1.0
 LOGREG_C = 30.0
 
@@ -53,16 +59,21 @@ class IntentClassifier:
     """Linear intent scorer; `build` fits it, `score` rates one normalised message."""
 
     def __init__(self, labels: Sequence[str], features: TfidfBlocks, weights: np.ndarray,
-                 bias: np.ndarray) -> None:
-        # weights: (features, 2 × labels): combined ranking columns, then regression columns.
+                 bias: np.ndarray, topics: WordTopics | None = None,
+                 words: Callable[[str], list[str]] | None = None) -> None:
+        # weights: (features, 2 × labels): combined ranking columns, then regression columns;
+        # with topics, their TOPIC_COUNT rows follow the TF-IDF rows.
         self.labels = tuple(labels)
         self.features = features
         self._weights = weights
         self._bias = bias
+        self._topics = topics if words is not None else None
+        self._words = words
 
     @classmethod
     def build(cls, texts: Sequence[str], labels: Sequence[str], words: Callable[[str], list[str]],
-              tags: Callable[[str], list[str]]) -> IntentClassifier:
+              tags: Callable[[str], list[str]],
+              topics: WordTopics | None = None) -> IntentClassifier:
         """Fit on normalised example texts; needs at least two distinct labels."""
         classes = sorted(set(labels))
         if len(classes) < 2:
@@ -70,6 +81,9 @@ class IntentClassifier:
         features = TfidfBlocks([char_ngrams(1), char_ngrams(2), char_ngrams(3), words,
                                 _tag_ngrams(tags)], BLOCK_WEIGHTS)
         matrix = features.fit_transform(texts)
+        if topics is not None:
+            matrix = sp.hstack([matrix, _topic_matrix(texts, words, topics)], format="csr",
+                               dtype=np.float32)
         y = np.array(labels)
         svm = LinearSVC(C=SVM_C).fit(matrix, y)
         # One-vs-rest liblinear, solved in the dual (features far outnumber examples here):
@@ -90,12 +104,18 @@ class IntentClassifier:
         share = _svm_share(labels)
         weights = np.hstack([share * svm_w / svm_spread + lr_w / lr_spread, lr_w]).astype(np.float32)
         bias = np.concatenate([share * svm_b / svm_spread + lr_b / lr_spread, lr_b]).astype(np.float32)
-        return cls(classes, features, np.ascontiguousarray(weights), bias)
+        return cls(classes, features, np.ascontiguousarray(weights), bias, topics, words)
 
     def raw_scores(self, text: str) -> tuple[np.ndarray, int]:
-        """Ranking scores then regression scores (2 × labels) and the known feature count."""
+        """Ranking scores then regression scores (2 × labels) and the known feature count
+        (n-grams, words and tags only: a message of unseen words is unknown whatever its topics)."""
         columns, values = self.features.vector(text)
-        return values @ self._weights[columns] + self._bias, len(columns)
+        scores = values @ self._weights[columns] + self._bias
+        if self._topics is not None and self._words is not None:
+            topics, weights = self._topics.vector(self._words(text))
+            if len(topics):
+                scores += (weights * TOPIC_WEIGHT) @ self._weights[topics + self.features.size]
+        return scores, len(columns)
 
     def score(self, text: str) -> Scores:
         scores, known = self.raw_scores(text)
@@ -106,6 +126,18 @@ class IntentClassifier:
         logreg[best] = -np.inf
         runner_up = float(logreg.max())
         return Scores(self.labels[best], _sigmoid(confidence), _sigmoid(runner_up), known)
+
+
+def _topic_matrix(texts: Sequence[str], words: Callable[[str], list[str]],
+                  topics: WordTopics) -> sp.csr_matrix:
+    rows, columns, values = [], [], []
+    for row, text in enumerate(texts):
+        indices, weights = topics.vector(words(text))
+        rows.extend([row] * len(indices))
+        columns.extend(indices.tolist())
+        values.extend((weights * TOPIC_WEIGHT).tolist())
+    return sp.csr_matrix((values, (rows, columns)), shape=(len(texts), TOPIC_COUNT),
+                         dtype=np.float32)
 
 
 def _svm_share(labels: Sequence[str]) -> float:

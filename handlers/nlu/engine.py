@@ -12,6 +12,7 @@ from handlers.nlu.normalize import Normalizer
 from handlers.nlu.rules import IntentRules
 from handlers.nlu.segment import Segmenter
 from handlers.nlu.settings import FaqEntry, IntentSpec, NluSettings
+from handlers.nlu.topics import load_word_topics
 
 # The classifier's own label for "belongs to no intent", trained from `nlu.out_of_scope`
 # (evaluation files use the same word).
@@ -67,7 +68,8 @@ class IntentEngine:
         examples: FaqIndex | None = None
         if len({label for _, label in kept}) >= 2:
             classifier = IntentClassifier.build([t for t, _ in kept], [lb for _, lb in kept],
-                                                segmenter.search_words, segmenter.tags)
+                                                segmenter.search_words, segmenter.tags,
+                                                load_word_topics())
         only = next((i for i in intents if i.examples), None)
         if classifier is None and only is not None:
             # One intent alone cannot train a classifier; its examples are matched by similarity.
