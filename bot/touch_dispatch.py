@@ -21,8 +21,9 @@ cannot be cancelled: its checks passed before the cancel arrived, as with a mess
 Throughput: the claim reads everything that never changes after enqueueing (kind, body,
 template, attempts — only the lease holder changes those). Touches of up to GROUP_SIZE different
 customers share each transaction: customers locked in id order, policy inputs read with one
-statement each, writes as one statement over the group or one executemany. `[touches]
-concurrency` groups are under way at once; one customer's touches go in claim order, one per group.
+statement each, writes as one statement over the group or one executemany (lists of ids travel as
+one array on PostgreSQL). Up to `[touches] concurrency` platform calls are in flight while the next
+group checks; one customer's touches go in claim order, one per group.
 """
 
 from __future__ import annotations
@@ -31,12 +32,13 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Table, and_, any_, bindparam, insert, or_, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.channels.wechat_api import QUOTA_USED, WINDOW_CLOSED
@@ -61,7 +63,7 @@ SYSTEM_BUSY = -1  # WeChat's "system busy, retry later"
 # The platform refused for the window's sake: record as skipped, never retry.
 _WINDOW_ERRORS = {WINDOW_CLOSED: "window_closed", QUOTA_USED: "window_quota_used"}
 _HELD = frozenset(str(state) for state in HELD_STATES)
-GROUP_SIZE = 50  # touches (of different customers) per transaction
+GROUP_SIZE = 100  # touches (of different customers) per transaction
 
 
 @dataclass
@@ -114,7 +116,6 @@ _m = cast(Table, Message.__table__)
 _when = _t.c.due_at.type
 _PENDING = TouchStatus.PENDING.value
 _SENDING = TouchStatus.SENDING.value
-_ids: Any = bindparam("ids", expanding=True)
 
 # Due pending touches, and `sending` ones whose worker died mid-call (their lease ran out).
 _CLAIM = (
@@ -125,39 +126,6 @@ _CLAIM = (
     .limit(bindparam("limit"))
 )
 _CLAIM_LOCKED = _CLAIM.with_for_update(skip_locked=True)
-_LEASE = update(_t).where(_t.c.id.in_(_ids)).values(lease_until=bindparam("lease", type_=_when))
-
-# The customers' row locks come first (in id order, so two dispatchers never deadlock), as on
-# the message path, which may cancel touches and appends to the same conversations.
-_LOCK_CUSTOMERS = (
-    select(_c.c.id, _c.c.channel, _c.c.external_id, _c.c.subscribed, _c.c.timezone, _c.c.marketing_opt_out,
-           _c.c.window_expires_at, _c.c.window_quota, _c.c.window_used)
-    .where(_c.c.id.in_(_ids)).order_by(_c.c.id).with_for_update()
-)
-# Then the touches still ours, in the state the phase expects (a cancel committed first wins).
-_LOCK_OURS = (
-    select(_t.c.id).where(_t.c.id.in_(_ids), _t.c.status.in_(bindparam("statuses", expanding=True)),
-                          _t.c.lease_until == bindparam("lease", type_=_when))
-    .order_by(_t.c.id).with_for_update()
-)
-# Open conversations, newest first: staff hold one (queued or staff); the newest gets the transcript.
-_OPEN_CONVERSATIONS = (
-    select(_v.c.customer_id, _v.c.id, _v.c.state, _v.c.last_seq)
-    .where(_v.c.customer_id.in_(_ids), _v.c.state != "closed")
-    .order_by(_v.c.id.desc())
-)
-# Marketing touches sent, or under way elsewhere, since the start of the customers' day or week.
-_SENT_MARKETING = select(_t.c.customer_id, _t.c.sent_at).where(
-    _t.c.customer_id.in_(_ids), _t.c.status.in_([TouchStatus.SENT.value, _SENDING]),
-    _t.c.kind == "marketing", _t.c.sent_at >= bindparam("since", type_=_when),
-    _t.c.id.not_in(bindparam("checking", expanding=True)))
-
-_MARK_SENDING = update(_t).where(_t.c.id == bindparam("touch_id")).values(
-    status=_SENDING, reason=bindparam("b_reason"), sent_at=bindparam("b_sent_at", type_=_when),
-    lease_until=bindparam("b_lease", type_=_when))
-_RESERVE = update(_c).where(_c.c.id.in_(_ids)).values(window_used=_c.c.window_used + 1)
-_MARK_SENT = update(_t).where(_t.c.id.in_(_ids)).values(status=TouchStatus.SENT.value, lease_until=None,
-                                                        attempts=_t.c.attempts + 1)
 _FINISH = update(_t).where(_t.c.id == bindparam("touch_id")).values(
     status=bindparam("b_status"), reason=bindparam("b_reason"), lease_until=None,
     attempts=bindparam("b_attempts"), sent_at=None)
@@ -167,11 +135,79 @@ _RESCHEDULE = update(_t).where(_t.c.id == bindparam("touch_id")).values(
 _NEW_CONVERSATION = insert(_v).values(
     customer_id=bindparam("customer_id"), state="bot", last_seq=0, not_understood_streak=0,
     started_at=bindparam("b_now", type_=_when), updated_at=bindparam("b_now", type_=_when))
-_BUMP_SEQ = update(_v).where(_v.c.id.in_(_ids)).values(last_seq=_v.c.last_seq + 1)
 _TRANSCRIPT = insert(_m)
 _SET_WINDOW = update(_c).where(_c.c.id == bindparam("customer_id")).values(
     window_expires_at=bindparam("b_expires", type_=_when), window_quota=bindparam("b_quota"),
     window_used=bindparam("b_used"))
+
+Among = Callable[[Any, str], Any]  # (column, parameter name) → "column is one of the list"
+
+
+def _in_list(column: Any, name: str) -> Any:
+    return column.in_(bindparam(name, expanding=True))
+
+
+def _any_of(column: Any, name: str) -> Any:
+    # One array parameter: an expanding IN is re-rendered, a cast per element, on every execution.
+    return column == any_(bindparam(name, type_=postgresql.ARRAY(column.type)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    """The statements that take lists of ids, in the form each backend runs best."""
+
+    lease: Any
+    lock_customers: Any
+    lock_ours: Any
+    open_conversations: Any
+    sent_marketing: Any
+    mark_sending: Any
+    reserve: Any
+    mark_sent: Any
+    bump_seq: Any
+
+    @classmethod
+    def build(cls, among: Among) -> _Statements:
+        return cls(
+            lease=update(_t).where(among(_t.c.id, "ids")).values(lease_until=bindparam("lease", type_=_when)),
+            # The customers' row locks come first (in id order, so two dispatchers never deadlock),
+            # as on the message path, which may cancel touches and appends to the same conversations.
+            lock_customers=(
+                select(_c.c.id, _c.c.channel, _c.c.external_id, _c.c.subscribed, _c.c.timezone,
+                       _c.c.marketing_opt_out, _c.c.window_expires_at, _c.c.window_quota, _c.c.window_used)
+                .where(among(_c.c.id, "ids")).order_by(_c.c.id).with_for_update()),
+            # Then the touches still ours, in the state the phase expects (a cancel committed first wins).
+            lock_ours=(
+                select(_t.c.id).where(among(_t.c.id, "ids"), among(_t.c.status, "statuses"),
+                                      _t.c.lease_until == bindparam("lease", type_=_when))
+                .order_by(_t.c.id).with_for_update()),
+            # Open conversations, newest first: staff hold one (queued or staff); the newest gets
+            # the transcript.
+            open_conversations=(
+                select(_v.c.customer_id, _v.c.id, _v.c.state, _v.c.last_seq)
+                .where(among(_v.c.customer_id, "ids"), _v.c.state != "closed").order_by(_v.c.id.desc())),
+            # Marketing touches sent, or under way elsewhere, since the start of the customers'
+            # day or week; the touches being checked do not count themselves.
+            sent_marketing=select(_t.c.customer_id, _t.c.sent_at).where(
+                among(_t.c.customer_id, "ids"), _t.c.status.in_([TouchStatus.SENT.value, _SENDING]),
+                _t.c.kind == "marketing", _t.c.sent_at >= bindparam("since", type_=_when),
+                ~among(_t.c.id, "checking")),
+            mark_sending=update(_t).where(among(_t.c.id, "ids")).values(
+                status=_SENDING, reason=bindparam("reason"), sent_at=bindparam("now", type_=_when),
+                lease_until=bindparam("lease", type_=_when)),
+            reserve=update(_c).where(among(_c.c.id, "ids")).values(window_used=_c.c.window_used + 1),
+            mark_sent=update(_t).where(among(_t.c.id, "ids")).values(
+                status=TouchStatus.SENT.value, lease_until=None, attempts=_t.c.attempts + 1),
+            bump_seq=update(_v).where(among(_v.c.id, "ids")).values(last_seq=_v.c.last_seq + 1),
+        )
+
+
+_POSTGRESQL = _Statements.build(_any_of)
+_PORTABLE = _Statements.build(_in_list)
+
+
+def _sql(connection: AsyncConnection) -> _Statements:
+    return _POSTGRESQL if connection.dialect.name == "postgresql" else _PORTABLE
 
 
 def _engine(sessions: async_sessionmaker[AsyncSession]) -> AsyncEngine:
@@ -198,7 +234,7 @@ async def claim_touches(engine: AsyncEngine, now: datetime, *, limit: int,
         rows = (await connection.execute(query, {"now": now, "limit": limit})).all()
         claimed = [ClaimedTouch(*row) for row in rows]
         if claimed:
-            await connection.execute(_LEASE, {"ids": [touch.id for touch in claimed], "lease": lease})
+            await connection.execute(_sql(connection).lease, {"ids": [touch.id for touch in claimed], "lease": lease})
     return claimed, lease
 
 
@@ -234,12 +270,12 @@ async def dispatch_due_touches(sessions: async_sessionmaker[AsyncSession], sende
 async def deliver_claimed(engine: AsyncEngine, senders: Mapping[str, Sender], settings: TouchPolicySettings,
                           clock: Clock, claimed: Sequence[ClaimedTouch], lease: datetime, stats: DispatchStats,
                           concurrency: int = 1) -> None:
-    """Deliver a claimed batch.
+    """Deliver a claimed batch with up to `concurrency` platform calls in flight.
 
     Rounds keep one customer's touches in claim order: round n holds each customer's n-th touch.
-    A round is cut into groups of at most GROUP_SIZE customers, and `concurrency` groups are under
-    way at once. A group holds a connection only while it checks and while it records, so on
-    SQLite too (one connection) the platform calls of several groups overlap.
+    A round is cut into groups of at most GROUP_SIZE customers. A group holds a connection only
+    while it checks and while it records, so the next group checks while this one's calls are in
+    flight, and the calls never wait for the database (on SQLite's one connection neither).
     """
     rounds: list[list[ClaimedTouch]] = []
     seen: dict[int, int] = {}
@@ -249,15 +285,16 @@ async def deliver_claimed(engine: AsyncEngine, senders: Mapping[str, Sender], se
         if n == len(rounds):
             rounds.append([])
         rounds[n].append(touch)
-    gate = asyncio.Semaphore(concurrency)
+    calls = asyncio.Semaphore(concurrency)
+    groups = asyncio.Semaphore(-(-concurrency // GROUP_SIZE) + 1)
 
     async def _run(group: list[ClaimedTouch]) -> None:
-        async with gate:
-            await _deliver_group(engine, senders, settings, clock, group, lease, stats)
+        async with groups:
+            await _deliver_group(engine, senders, settings, clock, group, lease, stats, calls)
 
     for touches in rounds:
-        size = max(1, min(GROUP_SIZE, -(-len(touches) // concurrency)))
-        await asyncio.gather(*(_run(touches[first:first + size]) for first in range(0, len(touches), size)))
+        await asyncio.gather(*(_run(touches[first:first + GROUP_SIZE])
+                               for first in range(0, len(touches), GROUP_SIZE)))
 
 
 async def _prepare(senders: Mapping[str, Sender]) -> None:
@@ -274,7 +311,7 @@ async def _prepare(senders: Mapping[str, Sender]) -> None:
 
 async def _deliver_group(engine: AsyncEngine, senders: Mapping[str, Sender], settings: TouchPolicySettings,
                          clock: Clock, touches: Sequence[ClaimedTouch], lease: datetime,
-                         stats: DispatchStats) -> None:
+                         stats: DispatchStats, calls: asyncio.Semaphore) -> None:
     """Check and commit, call with no lock held, record and commit."""
     counts = DispatchStats()
     try:
@@ -287,9 +324,11 @@ async def _deliver_group(engine: AsyncEngine, senders: Mapping[str, Sender], set
     stats.add(counts)
     if not sending:
         return
-    results = await asyncio.gather(
-        *(_call(senders[s.channel], s.external_id, s.touch, s.via_template) for s in sending),
-        return_exceptions=True)
+    async def _gated(s: _Sending) -> None:
+        async with calls:
+            await _call(senders[s.channel], s.external_id, s.touch, s.via_template)
+
+    results = await asyncio.gather(*(_gated(s) for s in sending), return_exceptions=True)
     counts = DispatchStats()
     try:
         async with engine.begin() as connection:
@@ -311,17 +350,17 @@ async def _check(connection: AsyncConnection, senders: Mapping[str, Sender], set
     against the call, so no other worker retakes a touch whose call is still under way.
     """
     customer_ids = sorted({touch.customer_id for touch in touches})
-    customers = {row.id: row for row in await connection.execute(_LOCK_CUSTOMERS, {"ids": customer_ids})}
-    ours = set((await connection.execute(_LOCK_OURS, {
+    customers = {row.id: row for row in await connection.execute(_sql(connection).lock_customers, {"ids": customer_ids})}
+    ours = set((await connection.execute(_sql(connection).lock_ours, {
         "ids": [touch.id for touch in touches], "statuses": [_PENDING, _SENDING], "lease": lease})).scalars())
     now = clock.now()
     fresh = now + timedelta(seconds=settings.lease_seconds)
-    held = {row.customer_id for row in await connection.execute(_OPEN_CONVERSATIONS, {"ids": customer_ids})
+    held = {row.customer_id for row in await connection.execute(_sql(connection).open_conversations, {"ids": customer_ids})
             if row.state in _HELD}
     sent = await _sent_counts(connection, [touch for touch in touches if touch.id in ours], customers, now, settings)
     finished: list[dict[str, Any]] = []
     rescheduled: list[dict[str, Any]] = []
-    marked: list[dict[str, Any]] = []
+    marked: dict[str | None, list[int]] = {}  # reason → touches to send
     sending: list[_Sending] = []
     for touch in touches:
         if touch.id not in ours:
@@ -346,16 +385,16 @@ async def _check(connection: AsyncConnection, senders: Mapping[str, Sender], set
             via_template = decision.action is Action.TEMPLATE
             sending.append(_Sending(touch, customer.channel, customer.external_id, via_template,
                                     customer.window_expires_at))
-            marked.append({"touch_id": touch.id, "b_sent_at": now, "b_lease": fresh,
-                           "b_reason": f"template: {decision.reason}" if via_template else None})
+            marked.setdefault(f"template: {decision.reason}" if via_template else None, []).append(touch.id)
     await _executemany(connection, _FINISH, finished)
     await _executemany(connection, _RESCHEDULE, rescheduled)
-    await _executemany(connection, _MARK_SENDING, marked)
+    for reason, ids in marked.items():  # one statement, or one per template-fallback reason
+        await connection.execute(_sql(connection).mark_sending, {"ids": ids, "reason": reason, "now": now, "lease": fresh})
     # The window count is taken now, so a second worker's check sees it; a refusal gives it back.
     # (A touch retaken after its worker died takes it again: we may under-use a window, never overrun it.)
     reserved = [s.touch.customer_id for s in sending if not s.via_template]
     if reserved:
-        await connection.execute(_RESERVE, {"ids": reserved})
+        await connection.execute(_sql(connection).reserve, {"ids": reserved})
     return sending, fresh
 
 
@@ -365,8 +404,8 @@ async def _record(connection: AsyncConnection, settings: TouchPolicySettings, no
     """Phase 3, under the customers' locks again: sent touches get their transcript rows; refused
     ones their window count back, and are skipped, retried or failed."""
     customer_ids = sorted({s.touch.customer_id for s in sending})
-    customers = {row.id: row for row in await connection.execute(_LOCK_CUSTOMERS, {"ids": customer_ids})}
-    ours = set((await connection.execute(_LOCK_OURS, {
+    customers = {row.id: row for row in await connection.execute(_sql(connection).lock_customers, {"ids": customer_ids})}
+    ours = set((await connection.execute(_sql(connection).lock_ours, {
         "ids": [s.touch.id for s in sending], "statuses": [_SENDING], "lease": lease})).scalars())
     delivered: list[_Sending] = []
     failures: list[tuple[_Sending, BaseException]] = []
@@ -379,7 +418,7 @@ async def _record(connection: AsyncConnection, settings: TouchPolicySettings, no
             delivered.append(s)
     if delivered:
         await _transcribe(connection, now, delivered)
-        await connection.execute(_MARK_SENT, {"ids": [s.touch.id for s in delivered]})
+        await connection.execute(_sql(connection).mark_sent, {"ids": [s.touch.id for s in delivered]})
         stats.sent += len(delivered)
         stats.templates += sum(s.via_template for s in delivered)
     if failures:
@@ -390,14 +429,14 @@ async def _transcribe(connection: AsyncConnection, now: datetime, delivered: Seq
     """One outgoing transcript row per delivered touch, in the customer's newest open conversation."""
     ids = sorted({s.touch.customer_id for s in delivered})
     newest: dict[int, Any] = {}
-    for row in await connection.execute(_OPEN_CONVERSATIONS, {"ids": ids}):
+    for row in await connection.execute(_sql(connection).open_conversations, {"ids": ids}):
         newest.setdefault(row.customer_id, row)
     missing = [customer_id for customer_id in ids if customer_id not in newest]
     if missing:
         await _executemany(connection, _NEW_CONVERSATION, [{"customer_id": i, "b_now": now} for i in missing])
-        for row in await connection.execute(_OPEN_CONVERSATIONS, {"ids": missing}):
+        for row in await connection.execute(_sql(connection).open_conversations, {"ids": missing}):
             newest.setdefault(row.customer_id, row)
-    await connection.execute(_BUMP_SEQ, {"ids": sorted({newest[s.touch.customer_id].id for s in delivered})})
+    await connection.execute(_sql(connection).bump_seq, {"ids": sorted({newest[s.touch.customer_id].id for s in delivered})})
     await _executemany(connection, _TRANSCRIPT, [_transcript_row(s, newest[s.touch.customer_id], now)
                                                   for s in delivered])
 
@@ -487,7 +526,7 @@ async def _sent_counts(connection: AsyncConnection, touches: Sequence[ClaimedTou
     since = min(start for _, start in periods.values())
     found: dict[int, list[datetime]] = {}
     parameters = {"ids": sorted(periods), "since": since, "checking": [touch.id for touch in touches]}
-    for row in await connection.execute(_SENT_MARKETING, parameters):
+    for row in await connection.execute(_sql(connection).sent_marketing, parameters):
         found.setdefault(row.customer_id, []).append(row.sent_at)
     counts = {}
     for customer_id, (day, start) in periods.items():

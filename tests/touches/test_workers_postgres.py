@@ -72,7 +72,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _config(path: Path, api_base_url: str, batch_size: int) -> Path:
+def _config(path: Path, api_base_url: str, batch_size: int, concurrency: int) -> Path:
     path.write_text(f"""
 [storage]
 url = "{URL}"
@@ -93,7 +93,7 @@ quiet_hours_end = 00:00:00
 dispatch_interval_seconds = 0.2
 lease_seconds = {LEASE_SECONDS}
 batch_size = {batch_size}
-concurrency = 8
+concurrency = {concurrency}
 """, encoding="utf-8")
     return path
 
@@ -102,8 +102,9 @@ concurrency = 8
 def workers(tmp_path: Path) -> Iterator[Any]:
     started: list[subprocess.Popen[bytes]] = []
 
-    async def start(count: int, api_base_url: str, batch_size: int = 200) -> list[subprocess.Popen[bytes]]:
-        config = _config(tmp_path / "config.toml", api_base_url, batch_size)
+    async def start(count: int, api_base_url: str, batch_size: int = 200,
+                    concurrency: int = 8) -> list[subprocess.Popen[bytes]]:
+        config = _config(tmp_path / "config.toml", api_base_url, batch_size, concurrency)
         ports = [_free_port() for _ in range(count)]
         for n, port in enumerate(ports):
             log = open(tmp_path / f"worker{n}.log", "wb")  # noqa: SIM115 - closed with the process
@@ -195,8 +196,9 @@ async def test_three_processes_send_5000_touches_exactly_once(gated_api, workers
 
 
 async def test_a_worker_killed_mid_dispatch_loses_nothing(gated_api, workers) -> None:
-    # Batches of 50: a worker holds at most 50 sends at the gate, so 150 waiting means all three do.
-    processes = await workers(3, gated_api.base_url, batch_size=50)
+    # Batches of 50, all sent at once: a worker holds at most 50 sends at the gate, so 150
+    # waiting means all three do.
+    processes = await workers(3, gated_api.base_url, batch_size=50, concurrency=50)
     await _enqueue(300)
     deadline = time.monotonic() + 30
     while gated_api.waiting < 150 and time.monotonic() < deadline:
