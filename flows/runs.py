@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, event, select
+from sqlalchemy import bindparam, column, event, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from storage import sqlite_direct
 from storage.models import Customer, FlowRun, FlowVersion
 from storage.upsert import insert_ignore
 
@@ -50,17 +51,17 @@ _WITHOUT_OPEN_RUNS = "flows.customers_without_open_runs"
 
 async def note_customers_without_open_runs(session: AsyncSession, customer_ids: Sequence[int]) -> None:
     """Look up, in one query, which of these customers have no open run, and remember it for
-    this transaction (`open_runs` then answers them without a query)."""
+    this transaction (`open_runs` then answers them without a query). SQLite's group writer."""
     ids = set(customer_ids)
-    # On the session's connection: no autoflush and no ORM result handling for a column of ids.
-    with_runs = set((await (await session.connection()).execute(
-        _customers_with_open_runs, {"ids": sorted(ids)})).scalars()) if ids else set()
+    with_runs = set(await sqlite_direct.scalars(session, _customers_with_open_runs,
+                                                {"ids": sqlite_direct.as_json_list(sorted(ids))})) if ids else set()
     remember_without_open_runs(session, ids - with_runs)
 
 
 # Built once: constructing and coercing a statement costs more than SQLite running it.
 _customers_with_open_runs = select(FlowRun.customer_id).where(
-    FlowRun.customer_id.in_(bindparam("ids", expanding=True)), FlowRun.status.in_(OPEN))
+    FlowRun.customer_id.in_(select(column("value")).select_from(func.json_each(bindparam("ids")))),
+    or_(*(FlowRun.status == status for status in OPEN)))
 
 
 def remember_without_open_runs(session: AsyncSession, customer_ids: set[int]) -> None:

@@ -17,6 +17,8 @@ from sqlalchemy.orm.base import NO_VALUE
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Update
 
+from storage import sqlite_direct
+
 
 async def write_changed(session: AsyncSession, objects: Iterable[object]) -> None:
     """UPDATE the changed columns of these persistent objects, then expunge them.
@@ -39,10 +41,12 @@ async def write_changed(session: AsyncSession, objects: Iterable[object]) -> Non
             (primary_key,) = state.mapper.primary_key
             values["_pk"] = state.dict[primary_key.key]
             groups.setdefault((table, tuple(sorted(values))), []).append(values)
-    connection = await session.connection() if groups else None
+    direct = session.get_bind().dialect.name == "sqlite"
     for (table, keys), rows in groups.items():
-        assert connection is not None
-        await connection.execute(_statement(table, keys), rows)
+        if direct:
+            await sqlite_direct.executemany(session, _statement(table, keys), rows)
+        else:
+            await (await session.connection()).execute(_statement(table, keys), rows)
     for obj in done:
         session.expunge(obj)
 

@@ -10,6 +10,7 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage import sqlite_direct
 from storage.models import Conversation, Customer, Event, Message
 
 
@@ -119,15 +120,14 @@ class WriterIds:
         from here or after anything else has inserted into it in this transaction.
         """
         if model not in self._next:
-            # On the session's connection, without an autoflush: what is pending already has
-            # its ids from here.
-            connection = await self._session.connection()
-            largest = (await connection.execute(_largest_id[model])).scalar()
+            # Straight on the connection, without an autoflush: what is pending already has its
+            # ids from here.
+            (largest,) = await sqlite_direct.scalars(self._session, _largest_id[model])
             if model is not Message and not self._next.keys() - {Message}:
                 # Nothing tells the unit of work that a message must follow its new customer
                 # (no relationship), so rows may go out in either order: check the foreign
                 # keys at commit instead of per statement (reset by SQLite at commit).
-                await connection.execute(_defer_foreign_keys)
+                await (await self._session.connection()).execute(_defer_foreign_keys)
             self._next[model] = (largest or 0) + 1
         first = self._next[model]
         self._next[model] = first + count
@@ -175,9 +175,9 @@ class NewMessage:
 
 async def insert_messages(session: AsyncSession, messages: Sequence[NewMessage]) -> None:
     """Store messages that already carry their ids (a replied-to message before its replies) in
-    one executemany: for a writer that numbers its own rows (see WriterIds)."""
+    one executemany: for the SQLite writer that numbers its own rows (see WriterIds)."""
     if messages:
-        await (await session.connection()).execute(_insert_message, [m.row() for m in messages])
+        await sqlite_direct.executemany(session, _insert_message, [m.row() for m in messages], _MESSAGE_COLUMNS)
 
 
 async def insert_message(session: AsyncSession, message: NewMessage) -> int:
@@ -190,6 +190,8 @@ async def insert_message(session: AsyncSession, message: NewMessage) -> int:
 
 
 _insert_message = insert(cast(Table, Message.__table__))
+_MESSAGE_COLUMNS = ("id", "conversation_id", "customer_id", "seq", "channel", "direction", "kind", "text",
+                    "platform_msg_id", "reply_to_id", "delivery", "intent", "payload", "created_at")
 
 
 def new_customer(channel: str, external_id: str, now: datetime, **fields: Any) -> Customer:

@@ -96,6 +96,13 @@ class InlineConnection(aiosqlite.Connection):
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.05)
 
+    @property
+    def sqlite(self) -> sqlite3.Connection:
+        """The sqlite3 connection itself, for statements run without the driver's wrapping."""
+        if self._connection is None:
+            raise ValueError("Connection closed")
+        return self._connection
+
     def _wal_bytes(self) -> int:
         try:
             return os.path.getsize(self._path + "-wal")

@@ -23,8 +23,13 @@ async def test_customers_noted_without_runs_are_answered_without_a_query_until_a
     engine = make_engine(sqlite_url)
     sessions = make_sessionmaker(engine)
     selects: list[str] = []
-    event.listen(engine.sync_engine, "before_cursor_execute",
-                 lambda _c, _cur, statement, *_: selects.append(statement) if statement.startswith("SELECT") and "flow_runs" in statement else None)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def trace(dbapi_connection, _record):
+        # SQLite's own trace sees every statement, also those the group writer runs directly.
+        dbapi_connection.driver_connection.sqlite.set_trace_callback(
+            lambda statement: selects.append(statement)
+            if statement.lstrip().startswith("SELECT") and "flow_runs" in statement else None)
     try:
         async with sessions() as session, session.begin():
             alice, bob = new_customer("wechat_mp", "o-alice", NOW), new_customer("wechat_mp", "o-bob", NOW)

@@ -1,0 +1,102 @@
+"""Statements the SQLite message writer runs straight on its sqlite3 connection.
+
+On SQLite the message path stores a group of messages in one transaction, and each statement
+sent through SQLAlchemy costs several hundred microseconds of Python where SQLite itself takes
+tens. The few statements every group repeats (its ids, its open flow runs, the changed
+customer and conversation columns, the new messages) are compiled once by SQLAlchemy for the
+dialect and run on the driver's connection; their parameters go through the columns' own bind
+processors, so values are stored exactly as SQLAlchemy stores them. Only the per-execution
+machinery is skipped, with its events and `echo` logging.
+
+Only for a session bound to an engine made by storage.db (its connections run SQLite inline),
+inside a transaction that already holds the write lock (BEGIN IMMEDIATE).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import ClauseElement
+
+from storage.sqlite_inline import InlineConnection
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    sql: str
+    names: tuple[str, ...]
+    defaults: Mapping[str, Any]  # values bound in the statement itself
+    processors: tuple[Callable[[Any], Any] | None, ...]
+
+    def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        out = []
+        for name, process in zip(self.names, self.processors, strict=True):
+            value = values[name] if name in values else self.defaults[name]
+            out.append(value if process is None or value is None else process(value))
+        return tuple(out)
+
+
+_prepared: dict[tuple[int, str, tuple[str, ...]], tuple[ClauseElement, _Prepared]] = {}
+
+
+def _prepare(statement: ClauseElement, dialect: Dialect, column_keys: Sequence[str] = ()) -> _Prepared:
+    key = (id(statement), dialect.name, tuple(column_keys))
+    cached = _prepared.get(key)
+    if cached is not None and cached[0] is statement:
+        return cached[1]
+    compiled = statement.compile(dialect=dialect, column_keys=list(column_keys) or None)
+    if compiled.positiontup is None:
+        raise ValueError("sqlite_direct needs a positional paramstyle")
+    names = tuple(compiled.positiontup)
+    processors = tuple(compiled.binds[name].type.bind_processor(dialect) for name in names)
+    prepared = _Prepared(compiled.string, names, dict(compiled.params), processors)
+    _prepared[key] = (statement, prepared)  # the statement is kept so its id stays its own
+    return prepared
+
+
+_CONNECTION = "storage.sqlite_direct.connection"
+
+
+async def _sqlite(session: AsyncSession) -> tuple[sqlite3.Connection, Dialect]:
+    # Finding the driver's connection costs two trips through SQLAlchemy's async layer: once
+    # per transaction, which keeps its connection until it ends.
+    transaction = session.sync_session.get_transaction()
+    cached = session.info.get(_CONNECTION)
+    if cached is not None and transaction is not None and cached[0] is transaction:
+        return cached[1], cached[2]
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    if not isinstance(driver, InlineConnection):
+        raise TypeError("sqlite_direct needs the inline SQLite connection of storage.db")
+    session.info[_CONNECTION] = (session.sync_session.get_transaction(), driver.sqlite, connection.dialect)
+    return driver.sqlite, connection.dialect
+
+
+async def executemany(session: AsyncSession, statement: ClauseElement, rows: Sequence[Mapping[str, Any]],
+                      column_keys: Sequence[str] = ()) -> None:
+    """Run an INSERT or UPDATE once per row (`column_keys`: the columns an INSERT sets)."""
+    if not rows:
+        return
+    sqlite, dialect = await _sqlite(session)
+    prepared = _prepare(statement, dialect, column_keys)
+    sqlite.executemany(prepared.sql, [prepared.parameters(row) for row in rows])
+
+
+async def scalars(session: AsyncSession, statement: ClauseElement,
+                  values: Mapping[str, Any] | None = None) -> list[Any]:
+    """The first column of every row of a SELECT whose columns need no result processing (ids, counts)."""
+    sqlite, dialect = await _sqlite(session)
+    prepared = _prepare(statement, dialect)
+    return [row[0] for row in sqlite.execute(prepared.sql, prepared.parameters(values or {}))]
+
+
+def as_json_list(values: Iterable[Any]) -> str:
+    """A list parameter for `… IN (SELECT value FROM json_each(:param))`: one SQL string whatever its length."""
+    return json.dumps(list(values))
