@@ -44,15 +44,26 @@ class WordTopics:
         for word in words:
             topics = self._weights.get(word)
             if topics:
-                for topic, weight in topics.items():
-                    index = int(topic)
-                    totals[index] = totals.get(index, 0.0) + weight
+                _add(totals, topics, 1.0)
+            elif len(word) > 1:
+                # A word the model never saw (a dish, a title) is read from its characters,
+                # together worth one word: 排骨 is unknown, 排 and 骨 are not.
+                for char in word:
+                    topics = self._weights.get(char)
+                    if topics:
+                        _add(totals, topics, 1.0 / len(word))
         norm = math.sqrt(sum(v * v for v in totals.values()))
         if not norm:
             return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.float32)
         return (np.fromiter(totals, dtype=np.intp, count=len(totals)),
                 np.fromiter((v / norm for v in totals.values()), dtype=np.float32,
                             count=len(totals)))
+
+
+def _add(totals: dict[int, float], topics: dict[str, float], share: float) -> None:
+    for topic, weight in topics.items():
+        index = int(topic)
+        totals[index] = totals.get(index, 0.0) + weight * share
 
 
 @lru_cache(maxsize=1)

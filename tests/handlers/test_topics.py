@@ -12,6 +12,14 @@ def test_vector_sums_known_words_to_unit_length() -> None:
     np.testing.assert_allclose(np.linalg.norm(weights), 1.0, rtol=1e-6)
 
 
+def test_unknown_word_is_read_from_its_characters() -> None:
+    topics = WordTopics({"排": {"1": 1.0}, "骨": {"2": 1.0}, "天气": {"3": 1.0}})
+    indices, weights = topics.vector(["排骨", "天气"])
+    found = dict(zip(indices.tolist(), weights.tolist()))
+    # The two characters together weigh as much as the one known word.
+    assert found[1] == found[2] and found[3] == 2 * found[1]
+
+
 def test_unknown_words_have_no_topics() -> None:
     indices, weights = WordTopics({"菜谱": {"3": 1.0}}).vector(["qwerty"])
     assert len(indices) == len(weights) == 0
