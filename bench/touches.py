@@ -1,13 +1,17 @@
 """Benchmark: proactive messages through the outbox vs. one APScheduler job per message.
 
-Outbox: `enqueue_touches` (1,000 per statement, as a broadcast or import would) into `--url`
-(default: a fresh SQLite file), then `dispatch_due_touches` with the real WeChat sender against a
-fake WeChat API running in its own process.
+Outbox: `enqueue_touches` (`--enqueue-batch` per call and transaction, default 1,000, as a
+broadcast or import would) into `--url` (default: a fresh SQLite file), then
+`dispatch_due_touches` with the real WeChat sender against a fake WeChat API running in its own
+process.
 Naive: APScheduler 3.x with a `SQLAlchemyJobStore` on `--naive-url` (a synchronous driver; default
 a fresh SQLite file through the stdlib `sqlite3`), one date job per message, each job pushing
 through the same fake API.
-Prints messages/s added and dispatched for both, the ratios, and the load average next to each
-figure. Figures only, no assertions.
+Ceiling: the same aiohttp client and sender pushing the same messages to the same fake API with
+no database at all (`--ceiling-count`, default at most 20,000), as many in flight as the client's
+connection limit allows: what this machine allows one Python process, whatever the outbox does.
+Prints messages/s added and dispatched for each, the ratios, dispatched as a fraction of the
+ceiling, and the load average next to each figure. Figures only, no assertions.
 
     .venv/bin/python bench/touches.py [--count 100000] [--naive-count 10000]
     .venv/bin/python bench/touches.py --url postgresql+asyncpg://root@127.0.0.1:5432/siyu_bench \\
@@ -53,7 +57,6 @@ from storage.models import Customer
 
 APP_ID, APP_SECRET = "wxbench", "bench-secret"
 CUSTOMERS = 1000
-ENQUEUE_BATCH = 1000
 
 
 # ---- the fake WeChat API, in its own process (hidden --fake-wechat mode) ------------------
@@ -196,19 +199,19 @@ async def _seed_customers(sessions: Any, now: datetime) -> list[int]:
 
 
 async def bench_outbox(url: str, count: int, concurrency: int, batch_size: int, processes: int, fake: FakeWechat,
-                       http: aiohttp.ClientSession) -> dict[str, Any]:
+                       http: aiohttp.ClientSession, enqueue_batch: int = 1000) -> dict[str, Any]:
     await asyncio.to_thread(upgrade, url)
     engine = make_engine(url, pool_size=concurrency + 2)
     sessions = make_sessionmaker(engine)
     now = datetime.now(UTC)
     customers = await _seed_customers(sessions, now)
     started = time.perf_counter()
-    for first in range(0, count, ENQUEUE_BATCH):
+    for first in range(0, count, enqueue_batch):
         async with sessions() as session, session.begin():
             await enqueue_touches(session, [
                 {"customer_id": customers[n % CUSTOMERS], "kind": "service", "due_at": now,
                  "body": {"type": "text", "text": f"您的订单 {n} 已发货"}, "idempotency_key": f"bench-{n}"}
-                for n in range(first, min(first + ENQUEUE_BATCH, count))], now=now)
+                for n in range(first, min(first + enqueue_batch, count))], now=now)
     added = time.perf_counter() - started
     added_load = load()
     await engine.dispose()
@@ -223,6 +226,30 @@ async def bench_outbox(url: str, count: int, concurrency: int, batch_size: int, 
     assert sent == count == arrived, (sent, arrived)
     return {"count": count, "added_per_s": count / added, "added_load": added_load,
             "dispatched_per_s": count / dispatched, "dispatched_load": load()}
+
+
+# ---- the ceiling: the same client and sender, no database ------------------------------------
+
+async def bench_ceiling(url: str, count: int, in_flight: int, fake: FakeWechat,
+                        http: aiohttp.ClientSession) -> dict[str, Any]:
+    engine = make_engine(url)  # only for the access token, fetched before the clock starts
+    api = WechatApi(http, make_sessionmaker(engine), SystemClock(), base_url=fake.base_url, app_id=APP_ID,
+                    app_secret=APP_SECRET)
+    sender = WechatMpSender(api)
+    await sender.prepare()
+    numbers = iter(range(count))
+
+    async def push() -> None:
+        for n in numbers:
+            await sender.send(f"o-bench-{n % CUSTOMERS}", {"type": "text", "text": f"您的订单 {n} 已发货"})
+
+    before = await fake.sent(http)
+    started = time.perf_counter()
+    await asyncio.gather(*(push() for _ in range(in_flight)))
+    elapsed = time.perf_counter() - started
+    assert await fake.sent(http) - before == count
+    await engine.dispose()
+    return {"count": count, "in_flight": in_flight, "dispatched_per_s": count / elapsed, "dispatched_load": load()}
 
 
 # ---- the naive design: APScheduler stores a reference to this function in each job row ----
@@ -289,31 +316,43 @@ async def main() -> None:
                         help="jobs for the APScheduler design (default: min(count, 10000))")
     parser.add_argument("--url", help="outbox database, an empty one (default: a fresh SQLite file)")
     parser.add_argument("--naive-url", help="job store, a synchronous driver (default: a fresh SQLite file)")
-    parser.add_argument("--concurrency", type=int, default=32,
-                        help="touches of different customers in flight (default 32; SQLite: 1)")
+    parser.add_argument("--concurrency", type=int, default=32, help="WeChat calls in flight (default 32)")
     parser.add_argument("--batch-size", type=int, default=1000, help="touches per claim (default 1000)")
+    parser.add_argument("--enqueue-batch", type=int, default=1000,
+                        help="touches per enqueue_touches call and transaction (default 1000)")
     parser.add_argument("--processes", type=int, default=1,
                         help="dispatch from this many processes at once (PostgreSQL/MySQL; default 1)")
-    parser.add_argument("--skip-naive", action="store_true", help="only the outbox")
+    parser.add_argument("--skip-naive", action="store_true", help="only the outbox (and the ceiling)")
+    parser.add_argument("--ceiling-count", type=int, default=None,
+                        help="pushes with no database, for the ceiling (default: min(count, 20000); 0: skip)")
     parser.add_argument("--json", action="store_true", help="end with one JSON object holding every figure")
     args = parser.parse_args()
     naive_count = args.naive_count or min(args.count, 10_000)
+    ceiling_count = min(args.count, 20_000) if args.ceiling_count is None else args.ceiling_count
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         url = args.url or f"sqlite+aiosqlite:///{Path(tmp) / 'outbox.db'}"
         naive_url = args.naive_url or f"sqlite:///{Path(tmp) / 'apscheduler.db'}"
-        connector = aiohttp.TCPConnector(limit=max(args.concurrency, 10) + 2)
+        in_flight = max(args.concurrency, 10) + 2
+        connector = aiohttp.TCPConnector(limit=in_flight)
         async with aiohttp.ClientSession(connector=connector) as http:
             fake = FakeWechat()
             await fake.start(http)
             try:
                 out = figures["outbox"] = await bench_outbox(url, args.count, args.concurrency, args.batch_size,
-                                                             args.processes, fake, http)
-                effective = 1 if url.startswith("sqlite") else args.concurrency
-                print(f"outbox      {out['count']:>7} touches ({_backend(url)}, concurrency {effective}"
+                                                             args.processes, fake, http, args.enqueue_batch)
+                print(f"outbox      {out['count']:>7} touches ({_backend(url)}, enqueued {args.enqueue_batch} per call, "
+                      f"{args.concurrency} calls in flight"
                       f"{f', {args.processes} processes' if args.processes > 1 else ''}): "
                       f"added {out['added_per_s']:9,.0f}/s ({out['added_load']})   "
                       f"dispatched {out['dispatched_per_s']:8,.0f}/s ({out['dispatched_load']})", flush=True)
+                if ceiling_count:
+                    top = figures["ceiling"] = await bench_ceiling(url, ceiling_count, in_flight, fake, http)
+                    figures["ceiling_fraction"] = out["dispatched_per_s"] / top["dispatched_per_s"]
+                    print(f"ceiling     {top['count']:>7} pushes (same client and fake API, no database, "
+                          f"{in_flight} in flight): dispatched {top['dispatched_per_s']:8,.0f}/s "
+                          f"({top['dispatched_load']})   outbox dispatch at {figures['ceiling_fraction']:.0%} "
+                          f"of it", flush=True)
                 if not args.skip_naive:
                     naive = figures["apscheduler"] = await bench_naive(naive_url, naive_count, fake, http)
                     print(f"APScheduler {naive['count']:>7} jobs (SQLAlchemyJobStore, {_backend(naive_url)}): "
