@@ -3,7 +3,7 @@
 The message path loads a group of customers and conversations, stages change a few columns on
 each (the push window, the last sequence number …), and everything is written at once. The
 unit of work would do the same with far more Python per row; this writes the changed columns
-by primary key and takes the rows out of the session, which then flushes only what is new.
+by primary key and marks the rows clean, so the session's flush writes only what is new.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, inspect, update
 from sqlalchemy.orm import ColumnProperty
 from sqlalchemy.orm.base import NO_VALUE
+from sqlalchemy.orm.state import InstanceState
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Update
 
@@ -21,13 +22,13 @@ from storage import sqlite_direct
 
 
 async def write_changed(session: AsyncSession, objects: Iterable[object]) -> None:
-    """UPDATE the changed columns of these persistent objects, then expunge them.
+    """UPDATE the changed columns of these persistent objects, which are then clean.
 
     Objects the unit of work must handle itself (new, deleted, or changed in anything but a
     plain column) stay in the session for its flush.
     """
     groups: dict[tuple[Table, tuple[str, ...]], list[dict[str, Any]]] = {}
-    done = []
+    done: list[InstanceState[Any]] = []
     for obj in objects:
         state = inspect(obj)
         if not state.persistent or state.deleted:
@@ -35,7 +36,7 @@ async def write_changed(session: AsyncSession, objects: Iterable[object]) -> Non
         values = _changed_values(state)
         if values is None:
             continue
-        done.append(obj)
+        done.append(state)
         if values:
             table = cast(Table, state.mapper.local_table)
             (primary_key,) = state.mapper.primary_key
@@ -47,8 +48,9 @@ async def write_changed(session: AsyncSession, objects: Iterable[object]) -> Non
             await sqlite_direct.executemany(session, _statement(table, keys), rows)
         else:
             await (await session.connection()).execute(_statement(table, keys), rows)
-    for obj in done:
-        session.expunge(obj)
+    # What was written is now what the database holds: mark it so, as the unit of work does
+    # after its own flush (expunging the rows instead costs a cascade walk per row).
+    InstanceState._commit_all_states([(state, state.dict) for state in done], session.sync_session.identity_map)
 
 
 def _changed_values(state: Any) -> dict[str, Any] | None:
