@@ -64,15 +64,15 @@ _CONNECTION = "storage.sqlite_direct.connection"
 
 
 async def _sqlite(session: AsyncSession) -> tuple[sqlite3.Connection, Dialect]:
-    # Finding the driver's connection costs two trips through SQLAlchemy's async layer: once
-    # per transaction, which keeps its connection until it ends.
+    # Finding the driver's connection costs a trip through SQLAlchemy's async layer: once per
+    # transaction, which keeps its connection until it ends.
     transaction = session.sync_session.get_transaction()
     cached = session.info.get(_CONNECTION)
     if cached is not None and transaction is not None and cached[0] is transaction:
         return cached[1], cached[2]
     connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    driver = raw.driver_connection
+    # The transaction's connection is established: reaching its driver needs no I/O.
+    driver = connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]
     if not isinstance(driver, InlineConnection):
         raise TypeError("sqlite_direct needs the inline SQLite connection of storage.db")
     session.info[_CONNECTION] = (session.sync_session.get_transaction(), driver.sqlite, connection.dialect)

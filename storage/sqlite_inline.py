@@ -73,6 +73,10 @@ class InlineConnection(aiosqlite.Connection):
                 self._checkpoint is None or self._checkpoint.done()):
             self._checkpoint = asyncio.get_running_loop().run_in_executor(None, checkpoint, self._path)
 
+    async def begin_immediate(self) -> None:
+        """BEGIN IMMEDIATE: take the write lock now, waiting (off the loop) while another has it."""
+        await self._execute(self.sqlite.execute, "BEGIN IMMEDIATE")
+
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not self._running or not self._connection:
             raise ValueError("Connection closed")
