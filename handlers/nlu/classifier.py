@@ -45,6 +45,7 @@ BLOCK_WEIGHTS = (1.0, 1.0, 0.7, 1.0, 0.5)
 TOPIC_WEIGHT = 0.6
 SVM_C = 1.0
 LOGREG_C = 30.0
+MULTINOMIAL_C = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +99,19 @@ class IntentClassifier:
         n = len(classes)
         svm_w, svm_b = _per_class(svm.coef_, n), _per_class_bias(svm.intercept_, n)
         lr_w, lr_b = _per_class(logreg_coef, n), _per_class_bias(logreg_intercept, n)
+        share = _svm_share(labels)
+        rank_w, rank_b = lr_w, lr_b
+        if share == 0.0 and n > 2:
+            # With few examples per intent a multinomial regression ranks intents better than
+            # the one-vs-rest one (each of whose models sees ten examples against hundreds);
+            # the one-vs-rest probabilities still give the confidence.
+            multi = LogisticRegression(C=MULTINOMIAL_C, max_iter=300).fit(matrix, y)
+            rank_w, rank_b = multi.coef_.T, multi.intercept_
         # Each model's typical spread of scores across intents on the training examples.
         svm_spread = float(np.mean(np.std(matrix @ svm_w + svm_b, axis=1))) or 1.0
-        lr_spread = float(np.mean(np.std(matrix @ lr_w + lr_b, axis=1))) or 1.0
-        share = _svm_share(labels)
-        weights = np.hstack([share * svm_w / svm_spread + lr_w / lr_spread, lr_w]).astype(np.float32)
-        bias = np.concatenate([share * svm_b / svm_spread + lr_b / lr_spread, lr_b]).astype(np.float32)
+        lr_spread = float(np.mean(np.std(matrix @ rank_w + rank_b, axis=1))) or 1.0
+        weights = np.hstack([share * svm_w / svm_spread + rank_w / lr_spread, lr_w]).astype(np.float32)
+        bias = np.concatenate([share * svm_b / svm_spread + rank_b / lr_spread, lr_b]).astype(np.float32)
         return cls(classes, features, np.ascontiguousarray(weights), bias, topics, words)
 
     def raw_scores(self, text: str) -> tuple[np.ndarray, int]:
