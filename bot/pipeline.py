@@ -33,6 +33,7 @@ from storage import conversations as store
 from storage.changed_rows import write_changed
 from storage.db import is_retryable
 from storage.models import Conversation, Customer, Message
+from storage.warm_rows import WarmRows
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class Pipeline:
         self._max_batch = max_batch
         self._in_flight = 0
         self._queue: list[_Waiting] = []
+        self._warm = WarmRows()  # the group writer's rows, kept between its transactions
         self._writer: asyncio.Task[None] | None = None
 
     @property
@@ -229,10 +231,19 @@ class Pipeline:
                 future.set_result(result)
 
     async def _handle_group(self, inbounds: list[Inbound]) -> list[_Done]:
+        try:
+            return await self._store_group(inbounds)
+        except BaseException:
+            self._warm.forget()  # what the kept rows hold may never have been committed
+            raise
+
+    async def _store_group(self, inbounds: list[Inbound]) -> list[_Done]:
         async with self._sessions() as session, session.begin():
+            keys = {(inbound.channel, inbound.user_id) for inbound in inbounds}
             known: dict[tuple[str, str], tuple[Customer | None, Conversation | None]] = dict(
-                await store.lock_customers_with_conversations(
-                    session, [(inbound.channel, inbound.user_id) for inbound in inbounds]))
+                await self._warm.take(session, keys))
+            if len(known) < len(keys):
+                known.update(await store.lock_customers_with_conversations(session, keys - known.keys()))
             # The flow stage asks every message for the customer's open runs: answer it for the
             # whole group in one query instead (most customers have none).
             await runs.note_customers_without_open_runs(
@@ -256,6 +267,9 @@ class Pipeline:
             for offset, message in enumerate(new):
                 message.id = first + offset
             await store.insert_messages(session, new)
+            await self._warm.seal(session)
+        self._warm.keep((key, (customer, conversation)) for key, (customer, conversation) in known.items()
+                        if customer is not None)
         return [self._done(turn, outgoing) for turn, outgoing in turns]
 
     # ------------------------------------------------------------ the steps of one message

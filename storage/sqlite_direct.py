@@ -100,3 +100,12 @@ async def scalars(session: AsyncSession, statement: ClauseElement,
 def as_json_list(values: Iterable[Any]) -> str:
     """A list parameter for `… IN (SELECT value FROM json_each(:param))`: one SQL string whatever its length."""
     return json.dumps(list(values))
+
+
+async def change_marker(session: AsyncSession) -> tuple[int, int, int]:
+    """What changes when anything writes to the database: equal markers taken in two
+    transactions of this connection mean nobody wrote in between (this connection counts its
+    own rows changed, `data_version` counts every other connection's commits)."""
+    sqlite, _ = await _sqlite(session)
+    (version,) = sqlite.execute("PRAGMA data_version").fetchone()
+    return id(sqlite), version, sqlite.total_changes

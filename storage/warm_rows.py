@@ -1,0 +1,77 @@
+"""Customers and conversations the SQLite group writer stored last, kept for its next group.
+
+Loading a group's customers and conversations is the largest part of storing a message that
+is not SQLite's own work. The writer keeps what it committed and, at the start of its next
+transaction (which holds the database's one write lock), uses those rows again only if
+nothing at all was written to the database in between: by this connection, which serves every
+session of the process, or by any other (another process, `siyu import`). Any other write, a
+failed group or an incompletely loaded row, and the rows are loaded again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import inspect
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage import sqlite_direct
+from storage.models import Conversation, Customer
+
+Key = tuple[str, str]  # (channel, external id)
+Pair = tuple[Customer, Conversation | None]
+
+LIMIT = 4096
+
+
+class WarmRows:
+    def __init__(self, limit: int = LIMIT) -> None:
+        self._limit = limit
+        self._rows: dict[Key, Pair] = {}
+        self._marker: tuple[int, int, int] | None = None
+        self._sealed: tuple[int, int, int] | None = None
+
+    async def take(self, session: AsyncSession, keys: Iterable[Key]) -> dict[Key, Pair]:
+        """The kept rows among these keys, added to the session; the first step of a group."""
+        if await sqlite_direct.change_marker(session) != self._marker:
+            self._rows.clear()
+        self._marker = self._sealed = None
+        found: dict[Key, Pair] = {}
+        for key in keys:
+            pair = self._rows.pop(key, None)  # in use: out of the cache until kept again
+            if pair is not None:
+                customer, conversation = pair
+                session.add(customer)
+                if conversation is not None:
+                    session.add(conversation)
+                found[key] = pair
+        return found
+
+    async def seal(self, session: AsyncSession) -> None:
+        """The group's writes are done: note the database as this transaction leaves it."""
+        self._sealed = await sqlite_direct.change_marker(session)
+
+    def keep(self, pairs: Iterable[tuple[Key, Pair]]) -> None:
+        """After the group committed: keep its fully loaded rows for the next group."""
+        self._marker, self._sealed = self._sealed, None
+        if self._marker is None:
+            return
+        if len(self._rows) > self._limit:
+            self._rows.clear()
+        for key, (customer, conversation) in pairs:
+            if _complete(customer) and (conversation is None or _complete(conversation)):
+                self._rows[key] = (customer, conversation)
+
+    def forget(self) -> None:
+        self._rows.clear()
+        self._marker = self._sealed = None
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+def _complete(row: object) -> bool:
+    # A row with an attribute never loaded (or expired) would be read lazily: I/O the next
+    # group cannot do outside SQLAlchemy's async layer, and possibly stale.
+    state = inspect(row)
+    return not state.unloaded and not state.expired_attributes and not state.modified

@@ -1,0 +1,91 @@
+"""The SQLite writer keeps its customers and conversations between groups, never past a change
+made anywhere else."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from sqlalchemy import update
+
+from bot.clock import SystemClock
+from bot.message_path import build_flow_engine, build_stages
+from bot.messages import Inbound, InboundKind
+from bot.pipeline import Pipeline
+from bot.turn import Turn
+from bot.understanding import build_router
+from storage.db import make_engine, make_sessionmaker
+from storage.models import Conversation
+from tests.support.db import messages
+
+
+def text(user: str, words: str, dedup: str) -> Inbound:
+    return Inbound(channel="wechat_mp", user_id=user, kind=InboundKind.TEXT, received_at=datetime.now(UTC),
+                   dedup_key=dedup, text=words, payload={"Content": words})
+
+
+def production_pipeline(sessions, settings) -> Pipeline:
+    return Pipeline(sessions, build_router(settings), SystemClock(),
+                    stages=build_stages(settings, build_flow_engine(settings, sessions)))
+
+
+async def hand_to_staff(sessions) -> None:
+    """Staff take the (only) chat, as the console does."""
+    async with sessions() as session, session.begin():
+        await session.execute(update(Conversation).values(state="staff"))
+
+
+async def test_a_chat_taken_over_in_this_process_silences_the_bot_at_once(sqlite_url, example_settings):
+    engine = make_engine(sqlite_url)
+    sessions = make_sessionmaker(engine)
+    pipeline = production_pipeline(sessions, example_settings)
+    try:
+        for n in (1, 2):  # a first contact, then a customer the writer has loaded and kept
+            assert (await pipeline.handle(text("o-a", "几点开门", f"msg:{n}"))).replies
+        await hand_to_staff(sessions)  # another session of this process, on its one connection
+        assert (await pipeline.handle(text("o-a", "几点开门", "msg:3"))).replies == []
+    finally:
+        await engine.dispose()
+
+
+async def test_a_chat_taken_over_by_another_process_silences_the_bot_at_once(sqlite_url, example_settings):
+    engine, other = make_engine(sqlite_url), make_engine(sqlite_url)
+    pipeline = production_pipeline(make_sessionmaker(engine), example_settings)
+    try:
+        for n in (1, 2):
+            assert (await pipeline.handle(text("o-a", "几点开门", f"msg:{n}"))).replies
+        await hand_to_staff(make_sessionmaker(other))  # another process on the same file
+        assert (await pipeline.handle(text("o-a", "几点开门", "msg:3"))).replies == []
+    finally:
+        await engine.dispose()
+        await other.dispose()
+
+
+class Exploding:
+    async def before_route(self, turn: Turn) -> None:
+        if turn.inbound.text == "boom":
+            raise RuntimeError("stage failed")
+
+    async def after_route(self, turn: Turn) -> None:
+        return None
+
+
+async def test_after_a_failed_group_the_conversation_continues_from_what_was_stored(sqlite_url, example_settings):
+    """A failed group had already counted its messages on the customer's conversation; none of
+    that was stored, so the next message must not continue from it."""
+    engine = make_engine(sqlite_url)
+    pipeline = Pipeline(make_sessionmaker(engine), build_router(example_settings), SystemClock(), stages=[Exploding()])
+    try:
+        await pipeline.handle(text("o-a", "几点开门", "msg:0"))
+        await pipeline.handle(text("o-a", "几点开门", "msg:1"))
+        results = await asyncio.gather(pipeline.handle(text("o-a", "几点开门", "msg:2")),
+                                       pipeline.handle(text("o-a", "boom", "msg:3")),
+                                       pipeline.handle(text("o-b", "几点开门", "msg:4")),
+                                       return_exceptions=True)
+        assert isinstance(results[1], RuntimeError) and pipeline.stats.batch_fallbacks == 1
+        await pipeline.handle(text("o-a", "几点开门", "msg:5"))
+    finally:
+        await engine.dispose()
+    stored = await messages(sqlite_url, "o-a")
+    assert [m.platform_msg_id for m in stored if m.direction == "in"] == ["msg:0", "msg:1", "msg:2", "msg:5"]
+    assert [m.seq for m in stored] == list(range(1, 9))
