@@ -120,9 +120,9 @@ class IntentClassifier:
         columns, values = self.features.vector(text)
         scores = values @ self._weights[columns] + self._bias
         if self._topics is not None and self._words is not None:
-            topics, weights = self._topics.vector(self._words(text))
-            if len(topics):
-                scores += (weights * TOPIC_WEIGHT) @ self._weights[topics + self.features.size]
+            topics = self._topics.vector(self._words(text))
+            if topics is not None:
+                scores += (topics * TOPIC_WEIGHT) @ self._weights[self.features.size:]
         return scores, len(columns)
 
     def score(self, text: str) -> Scores:
@@ -138,14 +138,12 @@ class IntentClassifier:
 
 def _topic_matrix(texts: Sequence[str], words: Callable[[str], list[str]],
                   topics: WordTopics) -> sp.csr_matrix:
-    rows, columns, values = [], [], []
+    dense = np.zeros((len(texts), TOPIC_COUNT), dtype=np.float32)
     for row, text in enumerate(texts):
-        indices, weights = topics.vector(words(text))
-        rows.extend([row] * len(indices))
-        columns.extend(indices.tolist())
-        values.extend((weights * TOPIC_WEIGHT).tolist())
-    return sp.csr_matrix((values, (rows, columns)), shape=(len(texts), TOPIC_COUNT),
-                         dtype=np.float32)
+        vector = topics.vector(words(text))
+        if vector is not None:
+            dense[row] = vector * TOPIC_WEIGHT
+    return sp.csr_matrix(dense)
 
 
 def _svm_share(labels: Sequence[str]) -> float:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import math
 import zipfile
 from collections.abc import Iterable
 from functools import lru_cache
@@ -31,39 +30,47 @@ class WordTopics:
     """word → {topic: weight}; `vector` sums a message's words into one unit-length topic vector."""
 
     def __init__(self, weights: dict[str, dict[str, float]]) -> None:
-        # Kept as parsed (topic numbers as strings): converting 96,000 small dicts at start-up
-        # costs more than converting the few words of each message.
+        # Kept as parsed (topic numbers as strings) and converted one word at a time when first
+        # met: converting all 96,000 words at start-up would cost seconds.
         self._weights = weights
+        self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return len(self._weights)
 
-    def vector(self, words: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Topic indices and weights (L2-normalised) of a message's words; empty if none known."""
-        totals: dict[int, float] = {}
+    def vector(self, words: Iterable[str]) -> np.ndarray | None:
+        """The message's topic weights (TOPIC_COUNT, L2-normalised); None if no word is known."""
+        total = np.zeros(TOPIC_COUNT, dtype=np.float32)
+        known = False
         for word in words:
-            topics = self._weights.get(word)
-            if topics:
-                _add(totals, topics, 1.0)
+            topics = self._topics(word)
+            if topics is not None:
+                total[topics[0]] += topics[1]
+                known = True
             elif len(word) > 1:
                 # A word the model never saw (a dish, a title) is read from its characters,
                 # together worth one word: 排骨 is unknown, 排 and 骨 are not.
                 for char in word:
-                    topics = self._weights.get(char)
-                    if topics:
-                        _add(totals, topics, 1.0 / len(word))
-        norm = math.sqrt(sum(v * v for v in totals.values()))
-        if not norm:
-            return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.float32)
-        return (np.fromiter(totals, dtype=np.intp, count=len(totals)),
-                np.fromiter((v / norm for v in totals.values()), dtype=np.float32,
-                            count=len(totals)))
+                    topics = self._topics(char)
+                    if topics is not None:
+                        total[topics[0]] += topics[1] / len(word)
+                        known = True
+        if not known:
+            return None
+        norm = float(np.sqrt(total @ total))
+        return total / norm if norm else None
 
-
-def _add(totals: dict[int, float], topics: dict[str, float], share: float) -> None:
-    for topic, weight in topics.items():
-        index = int(topic)
-        totals[index] = totals.get(index, 0.0) + weight * share
+    def _topics(self, word: str) -> tuple[np.ndarray, np.ndarray] | None:
+        found = self._arrays.get(word)
+        if found is None:
+            weights = self._weights.get(word)
+            if not weights:
+                return None
+            # Bounded: only words of the model are kept, each at most once.
+            found = self._arrays[word] = (
+                np.fromiter((int(t) for t in weights), dtype=np.intp, count=len(weights)),
+                np.fromiter(weights.values(), dtype=np.float32, count=len(weights)))
+        return found
 
 
 @lru_cache(maxsize=1)
