@@ -185,7 +185,10 @@ async def insert_message(session: AsyncSession, message: NewMessage) -> int:
     row = message.row()
     del row["id"]
     result = await (await session.connection()).execute(_insert_message, row)
-    message.id = int(result.inserted_primary_key[0])
+    (message_id,) = result.inserted_primary_key or (None,)
+    if message_id is None:
+        raise RuntimeError("the database gave the stored message no id")
+    message.id = int(message_id)
     return message.id
 
 

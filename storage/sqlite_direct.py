@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from storage.sqlite_inline import InlineConnection
 
@@ -51,7 +52,7 @@ def _prepare(statement: ClauseElement, dialect: Dialect, column_keys: Sequence[s
     if cached is not None and cached[0] is statement:
         return cached[1]
     compiled = statement.compile(dialect=dialect, column_keys=list(column_keys) or None)
-    if compiled.positiontup is None:
+    if not isinstance(compiled, SQLCompiler) or compiled.positiontup is None:
         raise ValueError("sqlite_direct needs a positional paramstyle")
     names = tuple(compiled.positiontup)
     processors = tuple(compiled.binds[name].type.bind_processor(dialect) for name in names)
