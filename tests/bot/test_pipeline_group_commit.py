@@ -12,27 +12,16 @@ from bot.console.stage import HandoffStage
 from bot.message_path import build_flow_engine, build_stages
 from bot.messages import Inbound, InboundKind
 from bot.pipeline import Pipeline, PipelineOverloaded
-from bot.turn import Turn
 from bot.understanding import build_router
 from storage.db import make_engine, make_sessionmaker
 from storage.models import Conversation, Customer, StageChange
 from tests.support.db import events, messages, rows
+from tests.support.stages import Exploding
 
 
 def text(user: str, words: str, dedup: str) -> Inbound:
     return Inbound(channel="wechat_mp", user_id=user, kind=InboundKind.TEXT, received_at=datetime.now(UTC),
                    dedup_key=dedup, text=words, payload={"Content": words})
-
-
-class Exploding:
-    """A stage that fails on one word, as a bug in a later capability would."""
-
-    async def before_route(self, turn: Turn) -> None:
-        if turn.inbound.text == "boom":
-            raise RuntimeError("stage failed")
-
-    async def after_route(self, turn: Turn) -> None:
-        return None
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ from bot.clock import SystemClock
 from bot.message_path import build_flow_engine, build_stages
 from bot.messages import Inbound, InboundKind
 from bot.pipeline import Pipeline
-from bot.turn import Turn
 from bot.understanding import build_router
 from storage.db import make_engine, make_sessionmaker
 from storage.models import Conversation
 from tests.support.db import messages
+from tests.support.stages import Exploding
 
 
 def text(user: str, words: str, dedup: str) -> Inbound:
@@ -59,15 +59,6 @@ async def test_a_chat_taken_over_by_another_process_silences_the_bot_at_once(sql
     finally:
         await engine.dispose()
         await other.dispose()
-
-
-class Exploding:
-    async def before_route(self, turn: Turn) -> None:
-        if turn.inbound.text == "boom":
-            raise RuntimeError("stage failed")
-
-    async def after_route(self, turn: Turn) -> None:
-        return None
 
 
 async def test_after_a_failed_group_the_conversation_continues_from_what_was_stored(sqlite_url, example_settings):
