@@ -6,6 +6,11 @@ transaction (which holds the database's one write lock), uses those rows again o
 nothing at all was written to the database in between: by this connection, which serves every
 session of the process, or by any other (another process, `siyu import`). Any other write, a
 failed group or an incompletely loaded row, and the rows are loaded again.
+
+Inside its own transactions the writer changes these rows only through these objects (stages set
+attributes; bulk UPDATEs of customers belong to the sweepers, in their own transactions), so what
+it keeps is what it committed. A stage that updated customers or conversations with a bulk
+statement inside the message path would have to refresh the objects it changed.
 """
 
 from __future__ import annotations
