@@ -55,6 +55,7 @@ from bot.touch_policy import (
     period_starts,
 )
 from bot.touches import TouchStatus
+from storage.conversations import NewMessage
 from storage.models import Conversation, Customer, Message, Touch
 
 log = logging.getLogger(__name__)
@@ -492,15 +493,13 @@ def _finished(touch: ClaimedTouch, status: TouchStatus, reason: str | None, atte
 
 def _transcript_row(sending: _Sending, conversation: Any, now: datetime) -> dict[str, Any]:
     touch, via_template = sending.touch, sending.via_template
-    return {
-        "conversation_id": conversation.id, "customer_id": touch.customer_id, "seq": conversation.last_seq + 1,
-        "channel": sending.channel, "direction": "out",
-        "kind": "template" if via_template else touch.body["type"],
-        "text": transcript_text(touch, via_template), "delivery": "push",
-        "payload": {"touch_id": touch.id, "source": "touch", "touch_kind": touch.kind,
-                    **({"template": touch.template} if via_template else {"body": touch.body})},
-        "created_at": now, "platform_msg_id": None, "reply_to_id": None, "intent": None,
-    }
+    return NewMessage(
+        conversation_id=conversation.id, customer_id=touch.customer_id, seq=conversation.last_seq + 1,
+        channel=sending.channel, direction="out", kind="template" if via_template else touch.body["type"],
+        text=transcript_text(touch, via_template), delivery="push", created_at=now,
+        payload={"touch_id": touch.id, "source": "touch", "touch_kind": touch.kind,
+                 **({"template": touch.template} if via_template else {"body": touch.body})},
+    ).row()
 
 
 async def _executemany(connection: AsyncConnection, statement: Any, rows: list[dict[str, Any]]) -> None:

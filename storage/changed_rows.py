@@ -12,17 +12,18 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, inspect, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ColumnProperty
 from sqlalchemy.orm.base import NO_VALUE
 from sqlalchemy.orm.state import InstanceState
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Update
 
 from storage import sqlite_direct
 
 
 async def write_changed(session: AsyncSession, objects: Iterable[object]) -> None:
-    """UPDATE the changed columns of these persistent objects, which are then clean.
+    """UPDATE the changed columns of these persistent objects, which are then clean (the SQLite
+    group writer's transaction: see storage.sqlite_direct).
 
     Objects the unit of work must handle itself (new, deleted, or changed in anything but a
     plain column) stay in the session for its flush.
@@ -42,12 +43,8 @@ async def write_changed(session: AsyncSession, objects: Iterable[object]) -> Non
             (primary_key,) = state.mapper.primary_key
             values["_pk"] = state.dict[primary_key.key]
             groups.setdefault((table, tuple(sorted(values))), []).append(values)
-    direct = session.get_bind().dialect.name == "sqlite"
     for (table, keys), rows in groups.items():
-        if direct:
-            await sqlite_direct.executemany(session, _statement(table, keys), rows)
-        else:
-            await (await session.connection()).execute(_statement(table, keys), rows)
+        await sqlite_direct.executemany(session, _statement(table, keys), rows)
     # What was written is now what the database holds: mark it so, as the unit of work does
     # after its own flush (expunging the rows instead costs a cascade walk per row).
     InstanceState._commit_all_states([(state, state.dict) for state in done], session.sync_session.identity_map)

@@ -163,14 +163,18 @@ class NewMessage:
     id: int | None = None
 
     def row(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "conversation_id": self.conversation_id, "customer_id": self.customer_id,
+        """The messages row; without `id` while the database is to choose it."""
+        row = {
+            "conversation_id": self.conversation_id, "customer_id": self.customer_id,
             "seq": self.seq, "channel": self.channel, "direction": self.direction, "kind": self.kind,
             "text": self.text, "platform_msg_id": self.platform_msg_id,
             "reply_to_id": None if self.reply_to is None else self.reply_to.id,
             "delivery": self.delivery, "intent": self.intent, "payload": self.payload,
             "created_at": self.created_at,
         }
+        if self.id is not None:
+            row["id"] = self.id
+        return row
 
 
 async def insert_messages(session: AsyncSession, messages: Sequence[NewMessage]) -> None:
@@ -182,9 +186,7 @@ async def insert_messages(session: AsyncSession, messages: Sequence[NewMessage])
 
 async def insert_message(session: AsyncSession, message: NewMessage) -> int:
     """Store one message and give it the id the database chose (its replies refer to it)."""
-    row = message.row()
-    del row["id"]
-    result = await (await session.connection()).execute(_insert_message, row)
+    result = await (await session.connection()).execute(_insert_message, message.row())
     (message_id,) = result.inserted_primary_key or (None,)
     if message_id is None:
         raise RuntimeError("the database gave the stored message no id")
