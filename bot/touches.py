@@ -129,9 +129,7 @@ async def enqueue_touch(
     Runs in the caller's transaction, so a touch exists exactly when the flow step that wanted
     it was committed. The key makes enqueueing idempotent (insert-ignore, never an error).
     """
-    validate_touch(kind, body, template, due_at)
-    if not idempotency_key or len(idempotency_key) > 191:
-        raise TouchError("idempotency_key must be 1-191 characters")
+    _validate(kind, body, template, due_at, idempotency_key)
     values = {
         "customer_id": customer_id,
         "flow_run_id": flow_run_id,
@@ -155,6 +153,13 @@ async def enqueue_touch(
     ).scalar_one()
 
 
+def _validate(kind: str, body: dict[str, Any], template: dict[str, Any] | None, due_at: datetime,
+              idempotency_key: str) -> None:
+    validate_touch(kind, body, template, due_at)
+    if not idempotency_key or len(idempotency_key) > 191:
+        raise TouchError("idempotency_key must be 1-191 characters")
+
+
 async def enqueue_touches(session: AsyncSession, touches: list[dict[str, Any]],
                           now: datetime | None = None) -> int:
     """Bulk `enqueue_touch` (broadcasts, imports): same validation, insert-ignore by key.
@@ -172,7 +177,7 @@ async def enqueue_touches(session: AsyncSession, touches: list[dict[str, Any]],
     rows = []
     for item in touches:
         kind, body, template = item["kind"], item["body"], item.get("template")
-        validate_touch(kind, body, template, item["due_at"])
+        _validate(kind, body, template, item["due_at"], item["idempotency_key"])
         rows.append({"customer_id": item["customer_id"], "flow_run_id": item.get("flow_run_id"), "kind": str(kind),
                      "body": body, "template": template, "priority": item.get("priority", 0),
                      "defer_when_capped": item.get("defer_when_capped", False),
@@ -243,10 +248,8 @@ def _pg_columns(touches: list[dict[str, Any]], created_at: datetime) -> dict[str
     dumps = _JSON.encode
     for item in touches:
         kind, body, template, due = item["kind"], item["body"], item.get("template"), item["due_at"]
-        validate_touch(kind, body, template, due)
         key = item["idempotency_key"]
-        if not key or len(key) > 191:
-            raise TouchError("idempotency_key must be 1-191 characters")
+        _validate(kind, body, template, due, key)
         if due not in utc:
             utc[due] = due.astimezone(UTC).replace(tzinfo=None)
         customer_ids.append(item["customer_id"])

@@ -83,6 +83,9 @@ async def test_bulk_enqueue_validates_and_ignores_existing_keys(sessions) -> Non
     async with sessions() as session, session.begin():
         with pytest.raises(TouchError):
             await enqueue_touches(session, [{**items[0], "kind": "promo"}])
+    async with sessions() as session, session.begin():
+        with pytest.raises(TouchError, match="idempotency_key"):
+            await enqueue_touches(session, [{**items[0], "idempotency_key": ""}])
 
 
 async def test_bulk_enqueue_stores_every_field(sessions) -> None:
