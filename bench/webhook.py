@@ -34,6 +34,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ CUSTOMERS = 1000
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 50.0
 REQUEST_TIMEOUT = 10.0
+MEASURING = "measuring"
 
 
 def log(text: str) -> None:
@@ -208,6 +210,7 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         if args.warmup > 0:
             await closed_loop(session, load, min(args.concurrency, 8), args.warmup, 10_000)
+        print(MEASURING, flush=True)  # the orchestrator starts counting the server's CPU time here
         if args.phase == "closed":
             recorder, elapsed = await closed_loop(session, load, args.concurrency, args.duration,
                                                   args.max_requests)
@@ -269,25 +272,52 @@ def stop(process: subprocess.Popen[bytes] | None) -> None:
         process.wait(timeout=5)
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, all threads) a process has used so far; None where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def load_phase(target: str, phase: str, args: argparse.Namespace, seed: int,
-               cpu: int | None) -> dict[str, Any]:
+               cpu: int | None, server_pid: int) -> dict[str, Any]:
+    """Run one phase's load generator; its figures plus the server's CPU time per request."""
     command = [sys.executable, str(Path(__file__).resolve()), "--load", "--target", target,
                "--phase", phase, "--duration", str(args.duration), "--rate", str(args.rate),
                "--concurrency", str(args.concurrency), "--max-requests", str(args.max_requests),
                "--warmup", str(args.warmup), "--seed", str(seed)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     if cpu is not None:
         os.sched_setaffinity(process.pid, {cpu})
     bound = args.warmup + args.duration + 3 * REQUEST_TIMEOUT + 30
+    watchdog = threading.Timer(bound, process.kill)
+    watchdog.start()
+    cpu_start = cpu_end = None
+    lines = []
     try:
-        out, _ = process.communicate(timeout=bound)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.communicate()
-        raise RuntimeError(f"load generator did not finish within {bound:.0f} s") from None
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.strip() == MEASURING:
+                cpu_start = cpu_seconds(server_pid)
+            else:
+                lines.append(line)
+        cpu_end = cpu_seconds(server_pid)
+        process.wait()
+    finally:
+        watchdog.cancel()
     if process.returncode != 0:
-        raise RuntimeError(f"load generator failed with status {process.returncode}")
-    return json.loads(out.decode().strip().splitlines()[-1])
+        raise RuntimeError(f"load generator failed with status {process.returncode}"
+                           + (f" (killed after {bound:.0f} s)" if process.returncode == -signal.SIGKILL else ""))
+    row: dict[str, Any] = json.loads(lines[-1])
+    used = None if cpu_start is None or cpu_end is None else cpu_end - cpu_start
+    row["server_cpu_ms_per_request"] = round(used / row["ok"] * 1000, 3) if used is not None and row["ok"] else None
+    return row
+
+
+def cpu_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def fmt(value: float | None) -> str:
@@ -326,6 +356,7 @@ def orchestrate(args: argparse.Namespace) -> int:
         wait_ready(f"http://{HOST}:{minimal_port}/healthz", minimal, "the minimal handler")
 
         targets = {"full": f"http://{HOST}:{service_port}", "minimal": f"http://{HOST}:{minimal_port}"}
+        pids = {"full": service.pid, "minimal": minimal.pid}
         results: list[dict[str, Any]] = []
         seed = 0
         for phase in ("closed", "open"):
@@ -334,11 +365,12 @@ def orchestrate(args: argparse.Namespace) -> int:
                 what = (f"{args.concurrency} connections, {args.duration:g} s" if phase == "closed"
                         else f"{args.rate:g} req/s for {args.duration:g} s")
                 log(f"{server}: {phase} loop ({what}, {args.warmup:g} s warm-up)")
-                row = load_phase(targets[server], phase, args, seed, 1 if pin else None)
+                row = load_phase(targets[server], phase, args, seed, 1 if pin else None, pids[server])
                 row.update(server=server, phase=phase)
                 results.append(row)
                 log(f"{server}: {phase}: {row['ok']} ok, {row['errors']} errors, {row['rps']} req/s, "
-                    f"p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms")
+                    f"p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, "
+                    f"server CPU {row['server_cpu_ms_per_request']} ms/request")
     except (RuntimeError, subprocess.SubprocessError) as error:
         log(f"failed: {error}")
         service_log.close()
@@ -365,12 +397,13 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, cpus: int, p
     print(f"closed loop: {args.concurrency} keep-alive connections for {args.duration:g} s; "
           f"open loop: {args.rate:g} req/s for {args.duration:g} s, latency from the scheduled send time")
     print()
-    header = f"{'server':<8} {'phase':<7} {'requests':>9} {'errors':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
+    header = (f"{'server':<8} {'phase':<7} {'requests':>9} {'errors':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+              f"{'CPU ms/req':>10}")
     print(header)
     print("-" * len(header))
     for r in results:
         print(f"{r['server']:<8} {r['phase']:<7} {r['requests']:>9} {r['errors']:>7} {r['rps']:>9.1f} "
-              f"{fmt(r['p50_ms']):>8} {fmt(r['p99_ms']):>8}")
+              f"{fmt(r['p50_ms']):>8} {fmt(r['p99_ms']):>8} {cpu_text(r['server_cpu_ms_per_request']):>10}")
     for r in results:
         if r["error_kinds"]:
             print(f"  {r['server']} {r['phase']} errors: "
@@ -386,6 +419,11 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, cpus: int, p
           f"target >= {TARGET_RATIO:.0%}: {'met' if ratio_met else 'NOT met'}")
     print(f"full pipeline at {args.rate:g} req/s: p99 {fmt(full_o['p99_ms'])} ms, {full_o['rps']:.1f} req/s, "
           f"{full_o['errors']} errors  target p99 < {TARGET_P99_MS:g} ms: {'met' if open_met else 'NOT met'}")
+    full_cpu, min_cpu = full_c["server_cpu_ms_per_request"], min_c["server_cpu_ms_per_request"]
+    if full_cpu and min_cpu:
+        # The server's own cost, whatever bounds the closed loop (the generator shares the CPUs).
+        print(f"server CPU per request (closed loop): full {full_cpu:.3f} ms, minimal {min_cpu:.3f} ms "
+              f"({min_cpu / full_cpu:.1%} of the full path's cost)")
     if not pin and cpus <= 2:
         print(f"note: with {cpus} CPU(s) the load generator takes CPU from the server under test; "
               "the minimal handler's closed-loop figure is partly bounded by the generator.")
