@@ -3,9 +3,10 @@
 Features are TF-IDF blocks (sublinear tf, each block L2-normalised) of character 1-, 2- and
 3-grams with start/end markers, jieba words, and jieba part-of-speech tags and tag pairs
 (see features.py), plus the message's words summed into topics of a general topic model
-(topics.py). Tags and topics add knowledge of the language that a few examples cannot give —
-that 周杰伦 is a person and a singer, 杭州 a place, 红烧肉 a dish — and help most with few
-examples per intent.
+(topics.py) and into general word vectors (word_vectors.py). Tags, topics and vectors add
+knowledge of the language that a few examples cannot give — that 周杰伦 is a person and a
+singer, 杭州 a place, 红烧肉 a dish, 航班 close to 机票 — and help most with few examples per
+intent.
 
 Two linear models are fitted with scikit-learn, a linear SVM and a one-vs-rest logistic
 regression. Cross-validation on short Chinese queries showed the pair ranks intents better than
@@ -19,9 +20,10 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -31,6 +33,7 @@ from sklearn.svm import LinearSVC
 
 from handlers.nlu.features import TfidfBlocks, char_ngrams
 from handlers.nlu.topics import TOPIC_COUNT, WordTopics
+from handlers.nlu.word_vectors import VECTOR_SIZE, WordVectors
 
 # Which intent: the SVM and the regression, each scaled to unit spread (measured over the
 # training examples, so the scaling folds into the weights), summed.
@@ -41,8 +44,11 @@ from handlers.nlu.topics import TOPIC_COUNT, WordTopics
 # Relative weight of the feature blocks (char 1-, 2-, 3-grams, words, tags), chosen by
 # cross-validation on a public 31-intent data set of short queries.
 BLOCK_WEIGHTS = (1.0, 1.0, 0.7, 1.0, 0.5)
-# Length of the topic vector next to those blocks (same cross-validation).
+# Length of the topic vector and of the word vector next to those blocks (same
+# cross-validation; of word-vector lengths 0.3–3.0, longer than 2.0 lost with all examples,
+# gained nothing with ten per intent, and kept the SVM from converging).
 TOPIC_WEIGHT = 0.6
+VECTOR_WEIGHT = 2.0
 SVM_C = 1.0
 LOGREG_C = 30.0
 MULTINOMIAL_C = 10.0
@@ -56,35 +62,69 @@ class Scores:
     known_features: int  # how many of the message's features the examples ever showed
 
 
+class WordSpace(Protocol):
+    """Words of general Chinese mapped to dense vectors (topics, word vectors)."""
+
+    def vector(self, words: Iterable[str]) -> np.ndarray | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DenseBlock:
+    """A dense feature block: a message's words summed in a word space, scaled to `weight`.
+
+    A message none of whose words the space knows ("qwerty") is given `mean`, the examples'
+    average, rather than zeros: the one-vs-rest regression learns the part every example shares
+    as evidence against each intent, so without it such a message looked more like every intent
+    than real ones did. (Centring the examples' rows instead does the same and cross-validated
+    alike; this way the fitted model is the one cross-validated without either.)"""
+    space: WordSpace
+    size: int
+    weight: float
+    mean: np.ndarray
+
+
 class IntentClassifier:
     """Linear intent scorer; `build` fits it, `score` rates one normalised message."""
 
     def __init__(self, labels: Sequence[str], features: TfidfBlocks, weights: np.ndarray,
-                 bias: np.ndarray, topics: WordTopics | None = None,
+                 bias: np.ndarray, dense: Sequence[DenseBlock] = (),
                  words: Callable[[str], list[str]] | None = None) -> None:
         # weights: (features, 2 × labels): combined ranking columns, then regression columns;
-        # with topics, their TOPIC_COUNT rows follow the TF-IDF rows.
+        # each dense block's rows follow the TF-IDF rows, in order.
         self.labels = tuple(labels)
         self.features = features
         self._weights = weights
         self._bias = bias
-        self._topics = topics if words is not None else None
         self._words = words
+        # Per block: its space, its rows of the weights scaled by its weight, and the scores
+        # of its mean (for messages it knows no word of, see DenseBlock).
+        self._dense: list[tuple[WordSpace, np.ndarray, np.ndarray]] = []
+        if words is not None:
+            start = features.size
+            for block in dense:
+                rows = weights[start:start + block.size]
+                self._dense.append((block.space, rows * block.weight, block.mean @ rows))
+                start += block.size
 
     @classmethod
     def build(cls, texts: Sequence[str], labels: Sequence[str], words: Callable[[str], list[str]],
-              tags: Callable[[str], list[str]],
-              topics: WordTopics | None = None) -> IntentClassifier:
+              tags: Callable[[str], list[str]], topics: WordTopics | None = None,
+              vectors: WordVectors | None = None) -> IntentClassifier:
         """Fit on normalised example texts; needs at least two distinct labels."""
         classes = sorted(set(labels))
         if len(classes) < 2:
             raise ValueError("the classifier needs examples of at least two intents")
         features = TfidfBlocks([char_ngrams(1), char_ngrams(2), char_ngrams(3), words,
                                 _tag_ngrams(tags)], BLOCK_WEIGHTS)
-        matrix = features.fit_transform(texts)
-        if topics is not None:
-            matrix = sp.hstack([matrix, _topic_matrix(texts, words, topics)], format="csr",
-                               dtype=np.float32)
+        blocks = [features.fit_transform(texts)]
+        dense: list[DenseBlock] = []
+        spaces = ((topics, TOPIC_COUNT, TOPIC_WEIGHT), (vectors, VECTOR_SIZE, VECTOR_WEIGHT))
+        for space, size, weight in spaces:
+            if space is not None:
+                block = _dense_block(texts, words, space, size, weight)
+                blocks.append(block[0])
+                dense.append(block[1])
+        matrix = sp.hstack(blocks, format="csr", dtype=np.float32)
         y = np.array(labels)
         svm = LinearSVC(C=SVM_C).fit(matrix, y)
         # One-vs-rest liblinear, solved in the dual (features far outnumber examples here):
@@ -112,17 +152,19 @@ class IntentClassifier:
         lr_spread = float(np.mean(np.std(matrix @ rank_w + rank_b, axis=1))) or 1.0
         weights = np.hstack([share * svm_w / svm_spread + rank_w / lr_spread, lr_w]).astype(np.float32)
         bias = np.concatenate([share * svm_b / svm_spread + rank_b / lr_spread, lr_b]).astype(np.float32)
-        return cls(classes, features, np.ascontiguousarray(weights), bias, topics, words)
+        return cls(classes, features, np.ascontiguousarray(weights), bias, dense, words)
 
     def raw_scores(self, text: str) -> tuple[np.ndarray, int]:
         """Ranking scores then regression scores (2 × labels) and the known feature count
-        (n-grams, words and tags only: a message of unseen words is unknown whatever its topics)."""
+        (n-grams, words and tags only: a message of unseen words is unknown whatever its topics
+        and vectors)."""
         columns, values = self.features.vector(text)
         scores = values @ self._weights[columns] + self._bias
-        if self._topics is not None and self._words is not None:
-            topics = self._topics.vector(self._words(text))
-            if topics is not None:
-                scores += (topics * TOPIC_WEIGHT) @ self._weights[self.features.size:]
+        if self._dense and self._words is not None:
+            words = self._words(text)
+            for space, weights, mean_scores in self._dense:
+                vector = space.vector(words)
+                scores += vector @ weights if vector is not None else mean_scores
         return scores, len(columns)
 
     def score(self, text: str) -> Scores:
@@ -136,14 +178,18 @@ class IntentClassifier:
         return Scores(self.labels[best], _sigmoid(confidence), _sigmoid(runner_up), known)
 
 
-def _topic_matrix(texts: Sequence[str], words: Callable[[str], list[str]],
-                  topics: WordTopics) -> sp.csr_matrix:
-    dense = np.zeros((len(texts), TOPIC_COUNT), dtype=np.float32)
+def _dense_block(texts: Sequence[str], words: Callable[[str], list[str]], space: WordSpace,
+                 size: int, weight: float) -> tuple[sp.csr_matrix, DenseBlock]:
+    """The examples' rows of one dense block and the block."""
+    dense = np.zeros((len(texts), size), dtype=np.float32)
+    known = np.zeros(len(texts), dtype=bool)
     for row, text in enumerate(texts):
-        vector = topics.vector(words(text))
+        vector = space.vector(words(text))
         if vector is not None:
-            dense[row] = vector * TOPIC_WEIGHT
-    return sp.csr_matrix(dense)
+            dense[row] = vector * weight
+            known[row] = True
+    mean = dense[known].mean(axis=0) if known.any() else np.zeros(size, dtype=np.float32)
+    return sp.csr_matrix(dense), DenseBlock(space, size, weight, mean.astype(np.float32))
 
 
 def _svm_share(labels: Sequence[str]) -> float:

@@ -13,6 +13,7 @@ from handlers.nlu.rules import IntentRules
 from handlers.nlu.segment import Segmenter
 from handlers.nlu.settings import FaqEntry, IntentSpec, NluSettings
 from handlers.nlu.topics import load_word_topics
+from handlers.nlu.word_vectors import load_word_vectors
 
 # The classifier's own label for "belongs to no intent", trained from `nlu.out_of_scope`
 # (evaluation files use the same word).
@@ -43,7 +44,8 @@ class IntentEngine:
     @classmethod
     def build(cls, intents: Sequence[IntentSpec], faq: Sequence[FaqEntry],
               nlu: NluSettings) -> IntentEngine:
-        """Synchronous and CPU-heavy (about a second for a few thousand examples)."""
+        """Synchronous and CPU-heavy (about a second for a few thousand examples, plus reading
+        the word topics and vectors on a process's first build)."""
         normalizer = Normalizer(nlu.synonyms)
         segmenter = Segmenter(normalizer(word) for word in nlu.dictionary)
         rules = IntentRules(intents, normalizer)
@@ -69,7 +71,7 @@ class IntentEngine:
         if len({label for _, label in kept}) >= 2:
             classifier = IntentClassifier.build([t for t, _ in kept], [lb for _, lb in kept],
                                                 segmenter.search_words, segmenter.tags,
-                                                load_word_topics())
+                                                load_word_topics(), load_word_vectors())
         only = next((i for i in intents if i.examples), None)
         if classifier is None and only is not None:
             # One intent alone cannot train a classifier; its examples are matched by similarity.
