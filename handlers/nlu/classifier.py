@@ -8,8 +8,8 @@ knowledge of the language that a few examples cannot give — that 周杰伦 is 
 singer, 杭州 a place, 红烧肉 a dish, 航班 close to 机票 — and help most with few examples per
 intent.
 
-Two linear models are fitted with scikit-learn, a linear SVM and a one-vs-rest logistic
-regression. Cross-validation on short Chinese queries showed the pair ranks intents better than
+Two linear models are fitted with scikit-learn, a linear SVM (hinge loss) and a one-vs-rest
+logistic regression. Cross-validation on short Chinese queries showed the pair ranks intents better than
 either alone (the SVM with many examples per intent, the regression with few).
 
 After fitting we keep only the coefficients and score one message by hand: a dictionary look-up
@@ -49,7 +49,16 @@ BLOCK_WEIGHTS = (1.0, 1.0, 0.7, 1.0, 0.5)
 # gained nothing with ten per intent, and kept the SVM from converging).
 TOPIC_WEIGHT = 0.6
 VECTOR_WEIGHT = 2.0
-SVM_C = 1.0
+# The SVM: hinge loss at C 0.5 (cross-validated 0.916 with all examples against 0.913 for
+# squared hinge at C 1.0; +0.003 on average over three draws of the folds), counting up to 1.5
+# times the regression (see _svm_share).
+SVM_C = 0.5
+SVM_LOSS = "hinge"
+SVM_MAX_SHARE = 1.5
+# The regression's stopping tolerance: liblinear's default 1e-4 spent 33 s of the build for 200
+# intents × 25 examples, 0.1 spends 14 s; cross-validated accuracy was identical and the
+# probabilities moved by at most 0.008.
+LOGREG_TOL = 0.1
 LOGREG_C = 30.0
 MULTINOMIAL_C = 10.0
 
@@ -126,12 +135,13 @@ class IntentClassifier:
                 dense.append(block[1])
         matrix = sp.hstack(blocks, format="csr", dtype=np.float32)
         y = np.array(labels)
-        svm = LinearSVC(C=SVM_C).fit(matrix, y)
+        svm = LinearSVC(C=SVM_C, loss=SVM_LOSS).fit(matrix, y)
         # One-vs-rest liblinear, solved in the dual (features far outnumber examples here):
         # seconds for hundreds of intents, where the primal or multinomial solvers take minutes
         # on well-separated examples.
         logreg = OneVsRestClassifier(
-            LogisticRegression(C=LOGREG_C, solver="liblinear", dual=True)).fit(matrix, y)
+            LogisticRegression(C=LOGREG_C, solver="liblinear", dual=True,
+                               tol=LOGREG_TOL)).fit(matrix, y)
         logreg_coef = np.vstack([e.coef_ for e in logreg.estimators_]) if len(classes) > 2 \
             else logreg.estimators_[0].coef_
         logreg_intercept = np.concatenate([e.intercept_ for e in logreg.estimators_]) \
@@ -194,9 +204,10 @@ def _dense_block(texts: Sequence[str], words: Callable[[str], list[str]], space:
 
 def _svm_share(labels: Sequence[str]) -> float:
     """How much the SVM counts next to the regression: cross-validation showed the regression
-    alone ranks best with about 10 examples per intent and the pair best from about 30 on."""
+    alone ranks best with about 10 examples per intent and the pair best from about 30 on (the
+    hinge-loss SVM at 1.5 times the regression: 0.9156 against 0.9152 at 1.0)."""
     typical = float(np.median(list(Counter(labels).values())))
-    return min(max((typical - 10.0) / 20.0, 0.0), 1.0)
+    return min(max((typical - 10.0) / 20.0, 0.0), 1.0) * SVM_MAX_SHARE
 
 
 def _tag_ngrams(tags: Callable[[str], list[str]]) -> Callable[[str], list[str]]:
