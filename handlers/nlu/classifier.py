@@ -55,6 +55,12 @@ VECTOR_WEIGHT = 2.0
 SVM_C = 0.5
 SVM_LOSS = "hinge"
 SVM_MAX_SHARE = 1.5
+# Its stopping tolerance: 1e-2 instead of liblinear's 1e-4 fits the 200 intents × 25 examples
+# in 9 s instead of 11.4 s; cross-validated 0.9152 / 0.9191 / 0.9195 on three draws of the
+# folds against 0.9156 / 0.9191 / 0.9195 (one message; 0.1 saved 1 s more but lost 0.0017 on
+# the first draw). Both liblinear models visit examples in a fixed pseudo-random order
+# (random_state=0), so a build is reproducible even when stopped this early.
+SVM_TOL = 1e-2
 # The regression's stopping tolerance: liblinear's default 1e-4 spent 33 s of the build for 200
 # intents × 25 examples, 0.1 spends 14 s; cross-validated accuracy was identical and the
 # probabilities moved by at most 0.008.
@@ -135,19 +141,17 @@ class IntentClassifier:
                 dense.append(block[1])
         matrix = sp.hstack(blocks, format="csr", dtype=np.float32)
         y = np.array(labels)
-        svm = LinearSVC(C=SVM_C, loss=SVM_LOSS).fit(matrix, y)
         # One-vs-rest liblinear, solved in the dual (features far outnumber examples here):
         # seconds for hundreds of intents, where the primal or multinomial solvers take minutes
         # on well-separated examples.
         logreg = OneVsRestClassifier(
             LogisticRegression(C=LOGREG_C, solver="liblinear", dual=True,
-                               tol=LOGREG_TOL)).fit(matrix, y)
+                               tol=LOGREG_TOL, random_state=0)).fit(matrix, y)
         logreg_coef = np.vstack([e.coef_ for e in logreg.estimators_]) if len(classes) > 2 \
             else logreg.estimators_[0].coef_
         logreg_intercept = np.concatenate([e.intercept_ for e in logreg.estimators_]) \
             if len(classes) > 2 else logreg.estimators_[0].intercept_
         n = len(classes)
-        svm_w, svm_b = _per_class(svm.coef_, n), _per_class_bias(svm.intercept_, n)
         lr_w, lr_b = _per_class(logreg_coef, n), _per_class_bias(logreg_intercept, n)
         share = _svm_share(labels)
         rank_w, rank_b = lr_w, lr_b
@@ -158,10 +162,16 @@ class IntentClassifier:
             multi = LogisticRegression(C=MULTINOMIAL_C, max_iter=300).fit(matrix, y)
             rank_w, rank_b = multi.coef_.T, multi.intercept_
         # Each model's typical spread of scores across intents on the training examples.
-        svm_spread = float(np.mean(np.std(matrix @ svm_w + svm_b, axis=1))) or 1.0
         lr_spread = float(np.mean(np.std(matrix @ rank_w + rank_b, axis=1))) or 1.0
-        weights = np.hstack([share * svm_w / svm_spread + rank_w / lr_spread, lr_w]).astype(np.float32)
-        bias = np.concatenate([share * svm_b / svm_spread + rank_b / lr_spread, lr_b]).astype(np.float32)
+        rank_w, rank_b = rank_w / lr_spread, rank_b / lr_spread
+        if share > 0.0:  # the SVM is fitted only when it counts
+            svm = LinearSVC(C=SVM_C, loss=SVM_LOSS, tol=SVM_TOL, random_state=0).fit(matrix, y)
+            svm_w, svm_b = _per_class(svm.coef_, n), _per_class_bias(svm.intercept_, n)
+            svm_spread = float(np.mean(np.std(matrix @ svm_w + svm_b, axis=1))) or 1.0
+            rank_w = rank_w + share * svm_w / svm_spread
+            rank_b = rank_b + share * svm_b / svm_spread
+        weights = np.hstack([rank_w, lr_w]).astype(np.float32)
+        bias = np.concatenate([rank_b, lr_b]).astype(np.float32)
         return cls(classes, features, np.ascontiguousarray(weights), bias, dense, words)
 
     def raw_scores(self, text: str) -> tuple[np.ndarray, int]:
