@@ -9,8 +9,8 @@ singer, 杭州 a place, 红烧肉 a dish, 航班 close to 机票 — and help mo
 intent.
 
 Two linear models are fitted with scikit-learn, a linear SVM (hinge loss) and a one-vs-rest
-logistic regression. Cross-validation on short Chinese queries showed the pair ranks intents better than
-either alone (the SVM with many examples per intent, the regression with few).
+logistic regression. Cross-validation on short Chinese queries showed the pair ranks intents
+better than either alone (the SVM with many examples per intent, the regression with few).
 
 After fitting we keep only the coefficients and score one message by hand: a dictionary look-up
 per n-gram, then one small dense product — scikit-learn's own predict costs far more per row.
