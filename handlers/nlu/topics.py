@@ -8,7 +8,6 @@ that file directly, without importing jionlp itself (its import loads far more t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import zipfile
@@ -17,6 +16,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from handlers.nlu.word_space import known_parts, package_file
 
 log = logging.getLogger(__name__)
 
@@ -42,30 +43,22 @@ class WordTopics:
         """The message's topic weights (TOPIC_COUNT, L2-normalised); None if no word is known."""
         total = np.zeros(TOPIC_COUNT, dtype=np.float32)
         known = False
-        for word in words:
-            topics = self._topics(word)
-            if topics is not None:
-                total[topics[0]] += topics[1]
-                known = True
-            elif len(word) > 1:
-                # A word the model never saw (a dish, a title) is read from its characters,
-                # together worth one word: 排骨 is unknown, 排 and 骨 are not.
-                for char in word:
-                    topics = self._topics(char)
-                    if topics is not None:
-                        total[topics[0]] += topics[1] / len(word)
-                        known = True
+        for part, share in known_parts(words, self._knows):
+            topics, weights = self._topics(part)
+            total[topics] += weights * share
+            known = True
         if not known:
             return None
         norm = float(np.sqrt(total @ total))
         return total / norm if norm else None
 
-    def _topics(self, word: str) -> tuple[np.ndarray, np.ndarray] | None:
+    def _knows(self, word: str) -> bool:
+        return bool(self._weights.get(word))
+
+    def _topics(self, word: str) -> tuple[np.ndarray, np.ndarray]:
         found = self._arrays.get(word)
         if found is None:
-            weights = self._weights.get(word)
-            if not weights:
-                return None
+            weights = self._weights[word]
             # Bounded: only words of the model are kept, each at most once.
             found = self._arrays[word] = (
                 np.fromiter((int(t) for t in weights), dtype=np.intp, count=len(weights)),
@@ -77,18 +70,15 @@ class WordTopics:
 def load_word_topics() -> WordTopics | None:
     """The topic weights shipped with jionlp, read once per process (about a second);
     None, logged, if the package or its data file is missing."""
-    spec = importlib.util.find_spec(_PACKAGE)  # locates the package without running it
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        archive = Path(location) / _ARCHIVE
-        if archive.is_file():
-            try:
-                with zipfile.ZipFile(archive) as zipped, zipped.open(_MEMBER) as data:
-                    weights = json.load(data)
-            except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
-                log.warning("word topics unreadable in %s: %s", archive, error)
-                return None
-            return WordTopics(weights)
-    log.warning("word topics not found (is the %s package installed?): intents are "
-                "matched without them", _PACKAGE)
-    return None
+    archive = package_file(_PACKAGE, _ARCHIVE)
+    if archive is None:
+        log.warning("word topics not found (is the %s package installed?): intents are "
+                    "matched without them", _PACKAGE)
+        return None
+    try:
+        with zipfile.ZipFile(archive) as zipped, zipped.open(_MEMBER) as data:
+            weights = json.load(data)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+        log.warning("word topics unreadable in %s: %s", archive, error)
+        return None
+    return WordTopics(weights)

