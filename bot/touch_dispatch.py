@@ -325,6 +325,7 @@ async def _deliver_group(engine: AsyncEngine, senders: Mapping[str, Sender], set
     stats.add(counts)
     if not sending:
         return
+
     async def _gated(s: _Sending) -> None:
         async with calls:
             await _call(senders[s.channel], s.external_id, s.touch, s.via_template)
@@ -350,10 +351,8 @@ async def _check(connection: AsyncConnection, senders: Mapping[str, Sender], set
     They get a fresh lease (returned): the time a batch waited for its turn does not count
     against the call, so no other worker retakes a touch whose call is still under way.
     """
-    customer_ids = sorted({touch.customer_id for touch in touches})
-    customers = {row.id: row for row in await connection.execute(_sql(connection).lock_customers, {"ids": customer_ids})}
-    ours = set((await connection.execute(_sql(connection).lock_ours, {
-        "ids": [touch.id for touch in touches], "statuses": [_PENDING, _SENDING], "lease": lease})).scalars())
+    customers, ours = await _lock(connection, touches, [_PENDING, _SENDING], lease)
+    customer_ids = sorted(customers)
     now = clock.now()
     fresh = now + timedelta(seconds=settings.lease_seconds)
     held = {row.customer_id for row in await connection.execute(_sql(connection).open_conversations, {"ids": customer_ids})
@@ -375,8 +374,7 @@ async def _check(connection: AsyncConnection, senders: Mapping[str, Sender], set
             stats.skipped += 1
         elif decision.action is Action.DEFER:
             assert decision.until is not None
-            rescheduled.append({"touch_id": touch.id, "b_due": decision.until, "b_attempts": touch.attempts,
-                                "b_reason": f"deferred: {decision.reason}"})
+            rescheduled.append(_rescheduled(touch, decision.until, f"deferred: {decision.reason}", touch.attempts))
             stats.deferred += 1
         elif customer.channel not in senders:
             finished.append(_finished(touch, TouchStatus.FAILED, f"channel {customer.channel} cannot push messages",
@@ -399,15 +397,24 @@ async def _check(connection: AsyncConnection, senders: Mapping[str, Sender], set
     return sending, fresh
 
 
+async def _lock(connection: AsyncConnection, touches: Sequence[ClaimedTouch], statuses: list[str],
+                lease: datetime) -> tuple[dict[int, Any], set[int]]:
+    """Lock the touches' customers, then those of the touches still ours in one of `statuses`
+    (see _Statements); returns the customers' rows by id and the ids of the touches ours."""
+    sql = _sql(connection)
+    customer_ids = sorted({touch.customer_id for touch in touches})
+    customers = {row.id: row for row in await connection.execute(sql.lock_customers, {"ids": customer_ids})}
+    ours = set((await connection.execute(sql.lock_ours, {
+        "ids": [touch.id for touch in touches], "statuses": statuses, "lease": lease})).scalars())
+    return customers, ours
+
+
 async def _record(connection: AsyncConnection, settings: TouchPolicySettings, now: datetime, lease: datetime,
                   sending: Sequence[_Sending], results: Sequence[BaseException | None],
                   stats: DispatchStats) -> None:
     """Phase 3, under the customers' locks again: sent touches get their transcript rows; refused
     ones their window count back, and are skipped, retried or failed."""
-    customer_ids = sorted({s.touch.customer_id for s in sending})
-    customers = {row.id: row for row in await connection.execute(_sql(connection).lock_customers, {"ids": customer_ids})}
-    ours = set((await connection.execute(_sql(connection).lock_ours, {
-        "ids": [s.touch.id for s in sending], "statuses": [_SENDING], "lease": lease})).scalars())
+    customers, ours = await _lock(connection, [s.touch for s in sending], [_SENDING], lease)
     delivered: list[_Sending] = []
     failures: list[tuple[_Sending, BaseException]] = []
     for s, result in zip(sending, results, strict=True):
@@ -479,8 +486,7 @@ async def _refused(connection: AsyncConnection, settings: TouchPolicySettings, n
                         attempts, reason)
             continue
         delay = min(settings.backoff_seconds * 2 ** (attempts - 1), settings.backoff_max_seconds)
-        rescheduled.append({"touch_id": touch.id, "b_due": now + timedelta(seconds=delay), "b_attempts": attempts,
-                            "b_reason": f"retrying: {reason}"})
+        rescheduled.append(_rescheduled(touch, now + timedelta(seconds=delay), f"retrying: {reason}", attempts))
         stats.retried += 1
     await _executemany(connection, _SET_WINDOW, windows)
     await _executemany(connection, _FINISH, finished)
@@ -489,6 +495,10 @@ async def _refused(connection: AsyncConnection, settings: TouchPolicySettings, n
 
 def _finished(touch: ClaimedTouch, status: TouchStatus, reason: str | None, attempts: int) -> dict[str, Any]:
     return {"touch_id": touch.id, "b_status": status.value, "b_reason": reason, "b_attempts": attempts}
+
+
+def _rescheduled(touch: ClaimedTouch, due: datetime, reason: str, attempts: int) -> dict[str, Any]:
+    return {"touch_id": touch.id, "b_due": due, "b_reason": reason, "b_attempts": attempts}
 
 
 def _transcript_row(sending: _Sending, conversation: Any, now: datetime) -> dict[str, Any]:

@@ -129,21 +129,9 @@ async def enqueue_touch(
     Runs in the caller's transaction, so a touch exists exactly when the flow step that wanted
     it was committed. The key makes enqueueing idempotent (insert-ignore, never an error).
     """
-    _validate(kind, body, template, due_at, idempotency_key)
-    values = {
-        "customer_id": customer_id,
-        "flow_run_id": flow_run_id,
-        "kind": str(kind),
-        "body": body,
-        "template": template,
-        "priority": priority,
-        "defer_when_capped": defer_when_capped,
-        "idempotency_key": idempotency_key,
-        "status": TouchStatus.PENDING.value,
-        "attempts": 0,
-        "due_at": due_at,
-        "created_at": now or datetime.now(UTC),
-    }
+    values = _touch_row({"customer_id": customer_id, "flow_run_id": flow_run_id, "kind": kind, "body": body,
+                         "template": template, "priority": priority, "defer_when_capped": defer_when_capped,
+                         "idempotency_key": idempotency_key, "due_at": due_at}, now or datetime.now(UTC))
     result = cast(CursorResult[Any], await session.execute(
         insert_ignore(session.get_bind().dialect.name, Touch, values)))
     if not result.rowcount:
@@ -160,6 +148,17 @@ def _validate(kind: str, body: dict[str, Any], template: dict[str, Any] | None, 
         raise TouchError("idempotency_key must be 1-191 characters")
 
 
+def _touch_row(item: dict[str, Any], created: datetime) -> dict[str, Any]:
+    """A new touches row from enqueue_touch's keyword arguments, validated."""
+    kind, body, template = item["kind"], item["body"], item.get("template")
+    _validate(kind, body, template, item["due_at"], item["idempotency_key"])
+    return {"customer_id": item["customer_id"], "flow_run_id": item.get("flow_run_id"), "kind": str(kind),
+            "body": body, "template": template, "priority": item.get("priority", 0),
+            "defer_when_capped": item.get("defer_when_capped", False),
+            "idempotency_key": item["idempotency_key"], "status": TouchStatus.PENDING.value,
+            "attempts": 0, "due_at": item["due_at"], "created_at": created}
+
+
 async def enqueue_touches(session: AsyncSession, touches: list[dict[str, Any]],
                           now: datetime | None = None) -> int:
     """Bulk `enqueue_touch` (broadcasts, imports): same validation, insert-ignore by key.
@@ -174,15 +173,7 @@ async def enqueue_touches(session: AsyncSession, touches: list[dict[str, Any]],
     connection = await session.connection()
     if connection.dialect.name == "postgresql":
         return await _enqueue_postgresql(connection, touches, created)
-    rows = []
-    for item in touches:
-        kind, body, template = item["kind"], item["body"], item.get("template")
-        _validate(kind, body, template, item["due_at"], item["idempotency_key"])
-        rows.append({"customer_id": item["customer_id"], "flow_run_id": item.get("flow_run_id"), "kind": str(kind),
-                     "body": body, "template": template, "priority": item.get("priority", 0),
-                     "defer_when_capped": item.get("defer_when_capped", False),
-                     "idempotency_key": item["idempotency_key"], "status": TouchStatus.PENDING.value,
-                     "attempts": 0, "due_at": item["due_at"], "created_at": created})
+    rows = [_touch_row(item, created) for item in touches]
     if connection.dialect.name == "sqlite":
         # One statement, compiled once; SQLAlchemy sends the rows as multi-row VALUES batches
         # ("insertmanyvalues") and RETURNING tells which keys were new.
