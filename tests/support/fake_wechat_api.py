@@ -52,6 +52,10 @@ class FakeWechatApi:
         return web.json_response({"access_token": token, "expires_in": 7200})
 
     async def _custom_send(self, request: web.Request) -> web.Response:
+        """Customer-service messages; a test's subclass may hold or refuse them here."""
+        return await self._accept(request)
+
+    async def _accept(self, request: web.Request) -> web.Response:
         if request.query.get("access_token") != self.valid_token:
             return web.json_response({"errcode": 40001, "errmsg": "invalid credential"})
         if self.send_delay:
@@ -68,7 +72,7 @@ class FakeWechatApi:
 
     async def _template_send(self, request: web.Request) -> web.Response:
         """Template messages land in `sent` too, marked with their `template_id`."""
-        return await self._custom_send(request)
+        return await self._accept(request)
 
     async def wait_for_sent(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
         async def _wait() -> None:

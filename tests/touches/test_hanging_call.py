@@ -33,17 +33,11 @@ class HangingWechatApi(FakeWechatApi):
     release: asyncio.Event = field(default_factory=asyncio.Event)
     hanging: int = 0
 
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/cgi-bin/token", self._token)
-        app.router.add_post("/cgi-bin/message/custom/send", self._maybe_hang)
-        return app
-
-    async def _maybe_hang(self, request: web.Request) -> web.Response:
+    async def _custom_send(self, request: web.Request) -> web.Response:
         if json.loads(await request.read()).get("text", {}).get("content") == HANGING:
             self.hanging += 1
             await self.release.wait()
-        return await self._custom_send(request)
+        return await super()._custom_send(request)
 
 
 @pytest.fixture

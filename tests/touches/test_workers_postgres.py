@@ -45,13 +45,7 @@ class GatedWechatApi(FakeWechatApi):
     waiting: int = 0
     dropped: int = 0
 
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/cgi-bin/token", self._token)
-        app.router.add_post("/cgi-bin/message/custom/send", self._gated_send)
-        return app
-
-    async def _gated_send(self, request: web.Request) -> web.Response:
+    async def _custom_send(self, request: web.Request) -> web.Response:
         self.waiting += 1
         try:
             await self.gate.wait()
@@ -63,7 +57,7 @@ class GatedWechatApi(FakeWechatApi):
         if request.transport is None or request.transport.is_closing():
             self.dropped += 1  # the worker is gone before WeChat accepted the message
             return web.json_response({"errcode": -1, "errmsg": "caller gone"})
-        return await self._custom_send(request)
+        return await super()._custom_send(request)
 
 
 def _free_port() -> int:
