@@ -13,9 +13,9 @@ GIL while it writes and syncs). The next transaction waits for it without blocki
 it begins on a fully copied WAL and SQLite starts the WAL over; the file stays a few megabytes.
 (Letting the writer run on while the WAL grows measured worse: on ext4 the checkpoint's syncs then
 stall the appends to the growing file, and the latency tail at 500 messages a second grew by half.)
-Durability is the same as before: with WAL and synchronous=NORMAL
-a commit survives the process crashing; a power loss may lose the last commits since the WAL was
-last synced, which each checkpoint does.
+Durability is the same as before: with WAL and synchronous=NORMAL a commit survives the process
+crashing; a power loss may lose the last commits since the WAL was last synced, which each
+checkpoint does.
 """
 
 from __future__ import annotations
