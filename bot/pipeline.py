@@ -94,6 +94,9 @@ class Pipeline:
         self._in_flight = 0
         self._queue: list[_Waiting] = []
         self._warm = WarmRows()  # the group writer's rows, kept between its transactions
+        # The group writer's one session, kept between its transactions so that the rows it
+        # keeps stay in it instead of being added back for every group.
+        self._group_session: AsyncSession | None = None
         self._writer: asyncio.Task[None] | None = None
 
     @property
@@ -231,14 +234,19 @@ class Pipeline:
                 future.set_result(result)
 
     async def _handle_group(self, inbounds: list[Inbound]) -> list[_Done]:
+        if self._group_session is None:
+            self._group_session = self._sessions()
         try:
-            return await self._store_group(inbounds)
+            return await self._store_group(self._group_session, inbounds)
         except BaseException:
-            self._warm.forget()  # what the kept rows hold may never have been committed
+            # What the kept rows and the session hold may never have been committed.
+            self._warm.forget()
+            session, self._group_session = self._group_session, None
+            await asyncio.shield(session.close())
             raise
 
-    async def _store_group(self, inbounds: list[Inbound]) -> list[_Done]:
-        async with self._sessions() as session, session.begin():
+    async def _store_group(self, session: AsyncSession, inbounds: list[Inbound]) -> list[_Done]:
+        async with session.begin():
             keys = {(inbound.channel, inbound.user_id) for inbound in inbounds}
             known: dict[tuple[str, str], tuple[Customer | None, Conversation | None]] = dict(
                 await self._warm.take(session, keys))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy.engine import Dialect
@@ -28,19 +28,29 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from storage.sqlite_inline import InlineConnection
 
 
-@dataclass(frozen=True)
 class _Prepared:
-    sql: str
-    names: tuple[str, ...]
-    defaults: Mapping[str, Any]  # values bound in the statement itself
-    processors: tuple[Callable[[Any], Any] | None, ...]
+    """A compiled statement and how to turn a row of values into its positional parameters."""
 
-    def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
-        out = []
-        for name, process in zip(self.names, self.processors, strict=True):
-            value = values[name] if name in values else self.defaults[name]
-            out.append(value if process is None or value is None else process(value))
-        return tuple(out)
+    def __init__(self, sql: str, names: tuple[str, ...], defaults: Mapping[str, Any],
+                 processors: Sequence[Callable[[Any], Any] | None]):
+        self.sql = sql
+        self.names = names
+        self.defaults = defaults  # values bound in the statement itself
+        # A row that carries every parameter (the usual case) is read in one C call, and only
+        # the few columns with a bind processor (datetimes, JSON) are touched in Python.
+        self._every = itemgetter(*names) if len(names) > 1 else None
+        self._processed = tuple((index, process) for index, process in enumerate(processors) if process is not None)
+
+    def parameters(self, values: Mapping[str, Any]) -> list[Any]:
+        try:
+            out = list(self._every(values)) if self._every is not None else [values[name] for name in self.names]
+        except KeyError:  # some values come from the statement itself
+            out = [values[name] if name in values else self.defaults[name] for name in self.names]
+        for index, process in self._processed:
+            value = out[index]
+            if value is not None:
+                out[index] = process(value)
+        return out
 
 
 _prepared: dict[tuple[int, str, tuple[str, ...]], tuple[ClauseElement, _Prepared]] = {}

@@ -5,7 +5,9 @@ is not SQLite's own work. The writer keeps what it committed and, at the start o
 transaction (which holds the database's one write lock), uses those rows again only if
 nothing at all was written to the database in between: by this connection, which serves every
 session of the process, or by any other (another process, `siyu import`). Any other write, a
-failed group or an incompletely loaded row, and the rows are loaded again.
+failed group or an incompletely loaded row, and the rows are loaded again. The rows stay in
+the writer's session, which it keeps between its transactions: adding them back to a new
+session for every group was a large part of what a message cost.
 
 Inside its own transactions the writer changes these rows only through these objects (stages set
 attributes; bulk UPDATEs of customers belong to the sweepers, in their own transactions), so what
@@ -37,18 +39,20 @@ class WarmRows:
         self._sealed: tuple[int, int, int] | None = None
 
     async def take(self, session: AsyncSession, keys: Iterable[Key]) -> dict[Key, Pair]:
-        """The kept rows among these keys, added to the session; the first step of a group."""
+        """The kept rows among these keys; the first step of a group.
+
+        `session` is the writer's own, kept between its transactions: the rows stay in it. When
+        anyone else wrote in between, everything it holds may be stale and is let go, so that
+        the group loads its rows afresh.
+        """
         if await sqlite_direct.change_marker(session) != self._marker:
             self._rows.clear()
+            session.expunge_all()
         self._marker = self._sealed = None
         found: dict[Key, Pair] = {}
         for key in keys:
             pair = self._rows.pop(key, None)  # in use: out of the cache until kept again
             if pair is not None:
-                customer, conversation = pair
-                session.add(customer)
-                if conversation is not None:
-                    session.add(conversation)
                 found[key] = pair
         return found
 
@@ -62,7 +66,7 @@ class WarmRows:
         if self._marker is None:
             return
         if len(self._rows) > self._limit:
-            self._rows.clear()
+            self._rows.clear()  # the session lets them go once nothing refers to them
         for key, (customer, conversation) in pairs:
             if _complete(customer) and (conversation is None or _complete(conversation)):
                 self._rows[key] = (customer, conversation)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -251,21 +253,27 @@ async def test_an_overloaded_pipeline_answers_503_at_once_and_the_retry_is_answe
     assert 'reason="overloaded"' in metrics
 
 
+@asynccontextmanager
+async def database_held(sqlite_url: str) -> AsyncIterator[None]:
+    """Another writer holds the database: no answer can be ready before the deadline."""
+    blocker = sqlite3.connect(sqlite_url.split("///", 1)[1], timeout=1)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        blocker.rollback()
+        blocker.close()
+
+
 async def test_slow_answer_falls_back_to_a_customer_service_message(wechat, sqlite_url, fake_api):
     server = await wechat(reply_deadline_seconds=0.2)
     await server.say("o-warm", "你好")  # the customer exists; now the database stalls
-    path = sqlite_url.split("///", 1)[1]
-    blocker = sqlite3.connect(path, timeout=1)
-    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the database
-    try:
+    async with database_held(sqlite_url):
         started = time.monotonic()
         status, body = await server.post(text_xml("o-warm", "几点开门"))
         assert (status, body) == (200, "success")
         assert time.monotonic() - started < 1.0
-    finally:
         await asyncio.sleep(0.3)
-        blocker.rollback()
-        blocker.close()
     sent = await fake_api.wait_for_sent(1)
     assert sent == [{"touser": "o-warm", "msgtype": "text", "text": {"content": HOURS_REPLY}}]
     for _ in range(50):
@@ -300,7 +308,8 @@ async def test_concurrent_messages_of_one_customer_are_handled_one_at_a_time(wec
 async def test_push_failures_are_recorded_with_the_platform_error(wechat, sqlite_url, fake_api):
     server = await wechat(reply_deadline_seconds=0.001)
     fake_api.send_errors = [45015]  # the 48-hour window has closed
-    status, body = await server.post(text_xml("o-late", "几点开门"))
+    async with database_held(sqlite_url):
+        status, body = await server.post(text_xml("o-late", "几点开门"))
     assert (status, body) == (200, "success")
     for _ in range(100):
         stored = await messages(sqlite_url, "o-late")
@@ -314,10 +323,12 @@ async def test_push_failures_are_recorded_with_the_platform_error(wechat, sqlite
 
 async def test_rejected_access_token_is_refreshed_once_and_the_push_retried(wechat, sqlite_url, fake_api):
     server = await wechat(reply_deadline_seconds=0.001)
-    await server.post(text_xml("o-tok", "你好"))
+    async with database_held(sqlite_url):
+        assert await server.post(text_xml("o-tok", "你好")) == (200, "success")
     await fake_api.wait_for_sent(1)
     fake_api.tokens_issued.append("token-from-another-client")  # invalidates ours, as WeChat does
-    await server.post(text_xml("o-tok", "几点开门"))
+    async with database_held(sqlite_url):
+        assert await server.post(text_xml("o-tok", "几点开门")) == (200, "success")
     sent = await fake_api.wait_for_sent(2)
     assert sent[1]["text"]["content"] == HOURS_REPLY
     assert len(fake_api.tokens_issued) == 3  # ours, the other client's, our refresh
