@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, inspect, update
+from sqlalchemy import Table, bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import ColumnProperty
+from sqlalchemy.orm import ColumnProperty, Mapper
+from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.orm.base import NO_VALUE
 from sqlalchemy.orm.state import InstanceState
 from sqlalchemy.sql.dml import Update
@@ -31,7 +32,7 @@ async def write_changed(session: AsyncSession, objects: Iterable[object]) -> Non
     groups: dict[tuple[Table, tuple[str, ...]], list[dict[str, Any]]] = {}
     done: list[InstanceState[Any]] = []
     for obj in objects:
-        state = inspect(obj)
+        state = instance_state(obj)  # what inspect() finds, without its dispatch
         if not state.persistent or state.deleted:
             continue
         values = _changed_values(state)
@@ -53,23 +54,35 @@ async def write_changed(session: AsyncSession, objects: Iterable[object]) -> Non
 def _changed_values(state: Any) -> dict[str, Any] | None:
     """Changed column values by column name; None when a change is not a plain column's."""
     values: dict[str, Any] = {}
-    attrs = state.mapper.attrs
+    params = _params_of(state.mapper)
+    current = state.dict
     for key, before in state.committed_state.items():
-        prop = attrs[key]
-        if not isinstance(prop, ColumnProperty) or len(prop.columns) != 1:
+        param = params.get(key)
+        if param is None:
             return None
-        after = state.dict.get(key, NO_VALUE)
+        after = current.get(key, NO_VALUE)
         if after is NO_VALUE:
             return None
         if before is not NO_VALUE and before == after:
             continue
-        values[_PARAM + prop.columns[0].key] = after
+        values[param] = after
     return values
+
+
+def _params_of(mapper: Mapper[Any]) -> dict[str, str]:
+    """The UPDATE parameter of each attribute that maps one plain column (looked up once)."""
+    params = _params.get(mapper)
+    if params is None:
+        params = {prop.key: _PARAM + prop.columns[0].key for prop in mapper.attrs
+                  if isinstance(prop, ColumnProperty) and len(prop.columns) == 1}
+        _params[mapper] = params
+    return params
 
 
 # Parameters may not share a column's name in an UPDATE's SET clause.
 _PARAM = "set_"
 _statements: dict[tuple[Table, tuple[str, ...]], Update] = {}
+_params: dict[Mapper[Any], dict[str, str]] = {}
 
 
 def _statement(table: Table, keys: tuple[str, ...]) -> Update:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import inspect
+from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import sqlite_direct
@@ -82,5 +82,5 @@ class WarmRows:
 def _complete(row: object) -> bool:
     # A row with an attribute never loaded (or expired) would be read lazily: I/O the next
     # group cannot do outside SQLAlchemy's async layer, and possibly stale.
-    state = inspect(row)
+    state = instance_state(row)
     return not state.unloaded and not state.expired_attributes and not state.modified
