@@ -42,7 +42,7 @@ async def write_changed(session: AsyncSession, objects: Iterable[object]) -> Non
         if values:
             table = cast(Table, state.mapper.local_table)
             (primary_key,) = state.mapper.primary_key
-            values["_pk"] = state.dict[primary_key.key]
+            values["_pk"] = state.dict[cast(str, primary_key.key)]
             groups.setdefault((table, tuple(sorted(values))), []).append(values)
     for (table, keys), rows in groups.items():
         await sqlite_direct.executemany(session, _statement(table, keys), rows)
