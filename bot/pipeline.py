@@ -93,10 +93,8 @@ class Pipeline:
         self._max_batch = max_batch
         self._in_flight = 0
         self._queue: list[_Waiting] = []
-        self._warm = WarmRows()  # the group writer's rows, kept between its transactions
-        # The group writer's one session, kept between its transactions so that the rows it
-        # keeps stay in it instead of being added back for every group.
-        self._group_session: AsyncSession | None = None
+        # The group writer's session and rows, kept between its transactions.
+        self._warm = WarmRows(sessions)
         self._writer: asyncio.Task[None] | None = None
 
     @property
@@ -234,22 +232,18 @@ class Pipeline:
                 future.set_result(result)
 
     async def _handle_group(self, inbounds: list[Inbound]) -> list[_Done]:
-        if self._group_session is None:
-            self._group_session = self._sessions()
         try:
-            return await self._store_group(self._group_session, inbounds)
+            return await self._store_group(inbounds)
         except BaseException:
-            # What the kept rows and the session hold may never have been committed.
-            self._warm.forget()
-            session, self._group_session = self._group_session, None
-            await asyncio.shield(session.close())
+            await self._warm.forget()
             raise
 
-    async def _store_group(self, session: AsyncSession, inbounds: list[Inbound]) -> list[_Done]:
+    async def _store_group(self, inbounds: list[Inbound]) -> list[_Done]:
+        session = self._warm.session()
         async with session.begin():
             keys = {(inbound.channel, inbound.user_id) for inbound in inbounds}
             known: dict[tuple[str, str], tuple[Customer | None, Conversation | None]] = dict(
-                await self._warm.take(session, keys))
+                await self._warm.take(keys))
             if len(known) < len(keys):
                 known.update(await store.lock_customers_with_conversations(session, keys - known.keys()))
             # The flow stage asks every message for the customer's open runs: answer it for the
@@ -275,7 +269,7 @@ class Pipeline:
             for offset, message in enumerate(new):
                 message.id = first + offset
             await store.insert_messages(session, new)
-            await self._warm.seal(session)
+            await self._warm.seal()
         self._warm.keep((key, (customer, conversation)) for key, (customer, conversation) in known.items()
                         if customer is not None)
         return [self._done(turn, outgoing) for turn, outgoing in turns]

@@ -6,7 +6,7 @@ transaction (which holds the database's one write lock), uses those rows again o
 nothing at all was written to the database in between: by this connection, which serves every
 session of the process, or by any other (another process, `siyu import`). Any other write, a
 failed group or an incompletely loaded row, and the rows are loaded again. The rows stay in
-the writer's session, which it keeps between its transactions: adding them back to a new
+the writer's session, kept here with them between its transactions: adding them back to a new
 session for every group was a large part of what a message cost.
 
 Inside its own transactions the writer changes these rows only through these objects (stages set
@@ -17,10 +17,11 @@ statement inside the message path would have to refresh the objects it changed.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.attributes import instance_state
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import sqlite_direct
 from storage.models import Conversation, Customer
@@ -32,19 +33,27 @@ LIMIT = 4096
 
 
 class WarmRows:
-    def __init__(self, limit: int = LIMIT) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], limit: int = LIMIT) -> None:
+        self._sessions = sessions
+        self._session: AsyncSession | None = None
         self._limit = limit
         self._rows: dict[Key, Pair] = {}
         self._marker: tuple[int, int, int] | None = None
         self._sealed: tuple[int, int, int] | None = None
 
-    async def take(self, session: AsyncSession, keys: Iterable[Key]) -> dict[Key, Pair]:
-        """The kept rows among these keys; the first step of a group.
+    def session(self) -> AsyncSession:
+        """The writer's session, kept between its transactions: the kept rows stay in it."""
+        if self._session is None:
+            self._session = self._sessions()
+        return self._session
 
-        `session` is the writer's own, kept between its transactions: the rows stay in it. When
-        anyone else wrote in between, everything it holds may be stale and is let go, so that
-        the group loads its rows afresh.
+    async def take(self, keys: Iterable[Key]) -> dict[Key, Pair]:
+        """The kept rows among these keys; the first step of a group, in `session()`'s transaction.
+
+        When anyone else wrote since the last group, everything the session holds may be stale
+        and is let go, so that the group loads its rows afresh.
         """
+        session = self.session()
         if await sqlite_direct.change_marker(session) != self._marker:
             self._rows.clear()
             session.expunge_all()
@@ -56,9 +65,9 @@ class WarmRows:
                 found[key] = pair
         return found
 
-    async def seal(self, session: AsyncSession) -> None:
+    async def seal(self) -> None:
         """The group's writes are done: note the database as this transaction leaves it."""
-        self._sealed = await sqlite_direct.change_marker(session)
+        self._sealed = await sqlite_direct.change_marker(self.session())
 
     def keep(self, pairs: Iterable[tuple[Key, Pair]]) -> None:
         """After the group committed: keep its fully loaded rows for the next group."""
@@ -71,9 +80,13 @@ class WarmRows:
             if _complete(customer) and (conversation is None or _complete(conversation)):
                 self._rows[key] = (customer, conversation)
 
-    def forget(self) -> None:
+    async def forget(self) -> None:
+        """A group failed: what the rows and the session hold may never have been committed."""
         self._rows.clear()
         self._marker = self._sealed = None
+        session, self._session = self._session, None
+        if session is not None:
+            await asyncio.shield(session.close())
 
     def __len__(self) -> int:
         return len(self._rows)
