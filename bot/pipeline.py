@@ -17,6 +17,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from datetime import datetime
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -96,6 +97,7 @@ class Pipeline:
         # The group writer's session and rows, kept between its transactions.
         self._warm = WarmRows(sessions)
         self._writer: asyncio.Task[None] | None = None
+        self._finishing: set[asyncio.Task[None]] = set()  # started messages' after-commit work
 
     @property
     def overloaded(self) -> bool:
@@ -103,10 +105,8 @@ class Pipeline:
         return self._in_flight >= self.max_in_flight
 
     async def handle(self, inbound: Inbound) -> Outcome:
-        if self.overloaded:
-            self.stats.overloaded += 1
-            raise PipelineOverloaded(f"{self._in_flight} messages in flight")
-        self._in_flight += 1
+        """Handle one message and wait for its outcome."""
+        self._admit()
         try:
             async with self._locks.hold((inbound.channel, inbound.user_id)):
                 done = await (self._through_group(inbound) if self._group_commit else self._handle_one(inbound))
@@ -115,6 +115,65 @@ class Pipeline:
                 return done.outcome
         finally:
             self._in_flight -= 1
+
+    def start(self, inbound: Inbound) -> asyncio.Future[Outcome]:
+        """Begin handling one message; its outcome arrives in the future, waited for or not.
+
+        For a caller that may stop waiting (a callback's reply deadline) while the work goes on.
+        The usual case on SQLite, a customer with nothing else in flight, joins the next group
+        with no task of its own: a task per message costs more than queuing it does.
+        """
+        key = (inbound.channel, inbound.user_id)
+        if not self._group_commit or self.overloaded or not self._locks.try_take(key):
+            return asyncio.ensure_future(self.handle(inbound))
+        self._in_flight += 1
+        loop = asyncio.get_running_loop()
+        stored: asyncio.Future[_Done] = loop.create_future()
+        outcome: asyncio.Future[Outcome] = loop.create_future()
+        stored.add_done_callback(partial(self._started_stored, key, outcome))
+        self._enqueue(inbound, stored)
+        return outcome
+
+    def _started_stored(self, key: tuple[str, str], outcome: asyncio.Future[Outcome],
+                        stored: asyncio.Future[_Done]) -> None:
+        """A started message's group committed (or failed): settle its outcome, free its customer."""
+        if not stored.cancelled() and stored.exception() is None and stored.result().after_commit:
+            task = asyncio.ensure_future(self._after_commit(key, outcome, stored.result()))
+            self._finishing.add(task)
+            task.add_done_callback(self._finishing.discard)
+            return
+        self._locks.release(key)
+        self._in_flight -= 1
+        if outcome.done():  # nobody waits any more
+            return
+        if stored.cancelled():
+            outcome.cancel()
+        elif (error := stored.exception()) is not None:
+            outcome.set_exception(error)
+        else:
+            outcome.set_result(stored.result().outcome)
+
+    async def _after_commit(self, key: tuple[str, str], outcome: asyncio.Future[Outcome], done: _Done) -> None:
+        try:
+            for work in done.after_commit:
+                await work()
+        except BaseException as error:
+            if not outcome.done():
+                outcome.set_exception(error)
+            if not isinstance(error, Exception):
+                raise
+        else:
+            if not outcome.done():
+                outcome.set_result(done.outcome)
+        finally:
+            self._locks.release(key)
+            self._in_flight -= 1
+
+    def _admit(self) -> None:
+        if self.overloaded:
+            self.stats.overloaded += 1
+            raise PipelineOverloaded(f"{self._in_flight} messages in flight")
+        self._in_flight += 1
 
     # ------------------------------------------------------------ one message, one transaction
 
@@ -154,10 +213,13 @@ class Pipeline:
 
     async def _through_group(self, inbound: Inbound) -> _Done:
         future: asyncio.Future[_Done] = asyncio.get_running_loop().create_future()
+        self._enqueue(inbound, future)
+        return await future
+
+    def _enqueue(self, inbound: Inbound, future: asyncio.Future[_Done]) -> None:
         self._queue.append((inbound, future))
         if self._writer is None:
             self._writer = asyncio.create_task(self._write(), name="pipeline group commit")
-        return await future
 
     async def _write(self) -> None:
         """Commit what is waiting, group by group, until nothing is; then end (no idle task).
@@ -353,7 +415,8 @@ class Pipeline:
             turn.understood = routed.understood
             if turn.inbound.kind is InboundKind.TEXT:
                 streak = turn.conversation.not_understood_streak
-                turn.conversation.not_understood_streak = 0 if routed.understood else streak + 1
+                if streak or not routed.understood:  # setting a mapped attribute is not free
+                    turn.conversation.not_understood_streak = 0 if routed.understood else streak + 1
         for stage in self._stages:
             await stage.after_route(turn)
 

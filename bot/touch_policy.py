@@ -104,8 +104,11 @@ def open_window(customer: Customer, action: WindowAction, now: datetime) -> bool
                 and expires >= now + duration):
             return False
     customer.window_expires_at = now + duration
-    customer.window_quota = quota
-    customer.window_used = 0
+    # Only what changes: every message renews its window, and setting a mapped attribute is not free.
+    if customer.window_quota != quota:
+        customer.window_quota = quota
+    if customer.window_used:
+        customer.window_used = 0
     return True
 
 

@@ -73,6 +73,7 @@ class FlowEngine:
         self._old_versions: dict[tuple[str, str], Flow] = {}
         self._schedules_checked: datetime | None = None
         self._conditions: dict[str, Condition] = {}
+        self._triggered: dict[tuple[str | None, str | None, str | None], list[Flow]] = {}
 
     # --- start-up ---------------------------------------------------------------------------
 
@@ -224,12 +225,17 @@ class FlowEngine:
 
     def _flows_triggered(self, *, intent: str | None = None, event: str | None = None,
                          stage: str | None = None) -> list[Flow]:
-        found = [
-            flow for flow in self._flows.values()
-            if any((intent and t.intent == intent) or (event and t.event == event) or (stage and t.stage == stage)
-                   for t in flow.triggers)
-        ]
-        return sorted(found, key=lambda flow: -flow.priority)
+        # Asked for every message with the intent it matched: the answer is looked up once.
+        key = (intent, event, stage)
+        found = self._triggered.get(key)
+        if found is None:
+            found = sorted((
+                flow for flow in self._flows.values()
+                if any((intent and t.intent == intent) or (event and t.event == event)
+                       or (stage and t.stage == stage) for t in flow.triggers)
+            ), key=lambda flow: -flow.priority)
+            self._triggered[key] = found
+        return found
 
     def _condition(self, source: str) -> Condition:
         """Parsed once: the config loader already checked its names."""

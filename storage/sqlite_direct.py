@@ -65,7 +65,9 @@ def _prepare(statement: ClauseElement, dialect: Dialect, column_keys: Sequence[s
     if not isinstance(compiled, SQLCompiler) or compiled.positiontup is None:
         raise ValueError("sqlite_direct needs a positional paramstyle")
     names = tuple(compiled.positiontup)
-    processors = tuple(compiled.binds[name].type.bind_processor(dialect) for name in names)
+    # The dialect's own processors, as SQLAlchemy's execution uses them (SQLite's text for
+    # datetimes, floats for decimals), so that values are stored exactly as it stores them.
+    processors = tuple(compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names)
     prepared = _Prepared(compiled.string, names, dict(compiled.params), processors)
     _prepared[key] = (statement, prepared)  # the statement is kept so its id stays its own
     return prepared

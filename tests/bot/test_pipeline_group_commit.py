@@ -140,3 +140,34 @@ async def test_new_customers_arriving_together_are_stored_in_one_group_with_ever
     assert len(await messages(sqlite_url, "o-known")) == 4
     assert len(await events(sqlite_url, "first_contact")) == 21
     assert sorted(s.customer_id for s in await rows(sqlite_url, StageChange)) == sorted(c.id for c in customers)
+
+
+async def test_started_messages_settle_after_their_after_commit_work_and_in_order(sqlite_url, example_settings):
+    """The callback's way in (start, no wait required): an escalation's console notice runs before
+    its outcome is settled, the customer's next message waits for it, and a failure reaches the
+    waiting caller without holding the customer."""
+    engine = make_engine(sqlite_url)
+    notices: list[str] = []
+
+    async def notify() -> None:
+        await asyncio.sleep(0.01)
+        notices.append("notified")
+
+    pipeline = Pipeline(make_sessionmaker(engine), build_router(example_settings), SystemClock(),
+                        stages=[Exploding(), HandoffStage(example_settings.staff, notify)])
+    try:
+        escalated = pipeline.start(text("o-amy", "转人工", "msg:1"))
+        following = pipeline.start(text("o-amy", "几点开门", "msg:2"))
+        failing = pipeline.start(text("o-bob", "boom", "msg:3"))
+        bob_again = pipeline.start(text("o-bob", "几点开门", "msg:4"))
+        first = await escalated
+        assert notices == ["notified"] and first.replies[-1].intent == "handoff"
+        await following
+        with pytest.raises(RuntimeError, match="stage failed"):
+            await failing
+        assert (await bob_again).replies
+    finally:
+        await engine.dispose()
+    amy = await messages(sqlite_url, "o-amy")
+    assert [m.platform_msg_id for m in amy if m.direction == "in"] == ["msg:1", "msg:2"]
+    assert len(pipeline._locks) == 0 and pipeline._in_flight == 0
