@@ -14,7 +14,7 @@ from bot.messages import Inbound, InboundKind
 from bot.pipeline import Pipeline, PipelineOverloaded
 from bot.understanding import build_router
 from storage.db import make_engine, make_sessionmaker
-from storage.models import Conversation, Customer, StageChange
+from storage.models import Conversation, Customer, Message, StageChange
 from tests.support.db import events, messages, rows
 from tests.support.stages import Exploding
 
@@ -171,3 +171,15 @@ async def test_started_messages_settle_after_their_after_commit_work_and_in_orde
     amy = await messages(sqlite_url, "o-amy")
     assert [m.platform_msg_id for m in amy if m.direction == "in"] == ["msg:1", "msg:2"]
     assert len(pipeline._locks) == 0 and pipeline._in_flight == 0
+
+
+async def test_times_stored_by_a_group_compare_equal_to_the_same_time_in_a_query(pipeline, sqlite_url):
+    """The group writes its rows outside SQLAlchemy's execution: a time on the whole second must
+    still be stored as SQLAlchemy stores it, or a query for that exact time finds nothing."""
+    on_the_second = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+    inbound = Inbound(channel="wechat_mp", user_id="o-amy", kind=InboundKind.TEXT, received_at=on_the_second,
+                      dedup_key="msg:on-the-second", text="几点开门", payload={})
+    await asyncio.gather(pipeline.handle(inbound), pipeline.handle(text("o-bob", "几点开门", "msg:bob")))
+    assert pipeline.stats.batches == 1
+    found = await rows(sqlite_url, Message, Message.created_at == on_the_second)
+    assert [m.platform_msg_id for m in found] == ["msg:on-the-second"]
