@@ -176,12 +176,19 @@ class NewMessage:
             row["id"] = self.id
         return row
 
+    def values(self) -> tuple[Any, ...]:
+        """The row's values in _MESSAGE_COLUMNS order, `id` included."""
+        return (self.id, self.conversation_id, self.customer_id, self.seq, self.channel, self.direction, self.kind,
+                self.text, self.platform_msg_id, None if self.reply_to is None else self.reply_to.id,
+                self.delivery, self.intent, self.payload, self.created_at)
+
 
 async def insert_messages(session: AsyncSession, messages: Sequence[NewMessage]) -> None:
     """Store messages that already carry their ids (a replied-to message before its replies) in
     one executemany: for the SQLite writer that numbers its own rows (see WriterIds)."""
     if messages:
-        await sqlite_direct.executemany(session, _insert_message, [m.row() for m in messages], _MESSAGE_COLUMNS)
+        await sqlite_direct.executemany_values(session, _insert_message, _MESSAGE_COLUMNS,
+                                               [m.values() for m in messages])
 
 
 async def insert_message(session: AsyncSession, message: NewMessage) -> int:

@@ -41,6 +41,15 @@ class _Prepared:
         self._every = itemgetter(*names) if len(names) > 1 else None
         self._processed = tuple((index, process) for index, process in enumerate(processors) if process is not None)
 
+    def positional(self, values: Sequence[Any]) -> list[Any]:
+        """Parameters from values already in the statement's order (see executemany_values)."""
+        out = list(values)
+        for index, process in self._processed:
+            value = out[index]
+            if value is not None:
+                out[index] = process(value)
+        return out
+
     def parameters(self, values: Mapping[str, Any]) -> list[Any]:
         try:
             out = list(self._every(values)) if self._every is not None else [values[name] for name in self.names]
@@ -100,6 +109,18 @@ async def executemany(session: AsyncSession, statement: ClauseElement, rows: Seq
     sqlite, dialect = await _sqlite(session)
     prepared = _prepare(statement, dialect, column_keys)
     sqlite.executemany(prepared.sql, [prepared.parameters(row) for row in rows])
+
+
+async def executemany_values(session: AsyncSession, statement: ClauseElement, column_keys: Sequence[str],
+                             rows: Sequence[Sequence[Any]]) -> None:
+    """Run an INSERT once per row given as values in `column_keys` order (no dict per row)."""
+    if not rows:
+        return
+    sqlite, dialect = await _sqlite(session)
+    prepared = _prepare(statement, dialect, column_keys)
+    if prepared.names != tuple(column_keys):
+        raise ValueError(f"the statement binds {prepared.names}, not {tuple(column_keys)}")
+    sqlite.executemany(prepared.sql, [prepared.positional(row) for row in rows])
 
 
 async def scalars(session: AsyncSession, statement: ClauseElement,

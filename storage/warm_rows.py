@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.attributes import instance_state
@@ -94,6 +95,17 @@ class WarmRows:
 
 def _complete(row: object) -> bool:
     # A row with an attribute never loaded (or expired) would be read lazily: I/O the next
-    # group cannot do outside SQLAlchemy's async layer, and possibly stale.
+    # group cannot do outside SQLAlchemy's async layer, and possibly stale. (What
+    # `state.unloaded` says, without building its sets: this runs for every row of every group.)
     state = instance_state(row)
-    return not state.unloaded and not state.expired_attributes and not state.modified
+    return not state.modified and not state.expired_attributes and state.dict.keys() >= _attributes(state.manager)
+
+
+def _attributes(manager: Any) -> frozenset[str]:
+    keys = _attribute_keys.get(manager)
+    if keys is None:
+        keys = _attribute_keys[manager] = frozenset(manager)
+    return keys
+
+
+_attribute_keys: dict[Any, frozenset[str]] = {}
