@@ -311,7 +311,8 @@ class Pipeline:
             # The flow stage asks every message for the customer's open runs: answer it for the
             # whole group in one query instead (most customers have none).
             await runs.note_customers_without_open_runs(
-                session, [customer.id for customer, _ in known.values() if customer is not None])
+                session, [customer.id for customer, _ in known.values() if customer is not None],
+                known=self._warm.without_open_runs)
             ids = store.WriterIds(session)
             turns = []
             for inbound in inbounds:
@@ -331,7 +332,7 @@ class Pipeline:
             for offset, message in enumerate(new):
                 message.id = first + offset
             await store.insert_messages(session, new)
-            await self._warm.seal()
+            await self._warm.seal(runs.known_without_open_runs(session))
         self._warm.keep((key, (customer, conversation)) for key, (customer, conversation) in known.items()
                         if customer is not None)
         return [self._done(turn, outgoing) for turn, outgoing in turns]

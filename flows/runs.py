@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import Any
 
@@ -49,13 +50,24 @@ async def open_runs(session: AsyncSession, customer_id: int) -> list[FlowRun]:
 _WITHOUT_OPEN_RUNS = "flows.customers_without_open_runs"
 
 
-async def note_customers_without_open_runs(session: AsyncSession, customer_ids: Sequence[int]) -> None:
+async def note_customers_without_open_runs(session: AsyncSession, customer_ids: Sequence[int],
+                                           known: AbstractSet[int] = frozenset()) -> None:
     """Look up, in one query, which of these customers have no open run, and remember it for
-    this transaction (`open_runs` then answers them without a query). SQLite's group writer."""
+    this transaction (`open_runs` then answers them without a query). SQLite's group writer.
+
+    `known`: customers the writer's previous transaction ended without open runs, when nothing
+    was written since (see storage.warm_rows); they are not asked about again.
+    """
     ids = set(customer_ids)
-    with_runs = set(await sqlite_direct.scalars(session, _customers_with_open_runs,
-                                                {"ids": sqlite_direct.as_json_list(sorted(ids))})) if ids else set()
+    unknown = ids - known
+    with_runs = set(await sqlite_direct.scalars(
+        session, _customers_with_open_runs, {"ids": sqlite_direct.as_json_list(sorted(unknown))})) if unknown else set()
     remember_without_open_runs(session, ids - with_runs)
+
+
+def known_without_open_runs(session: AsyncSession) -> set[int]:
+    """The customers this transaction knows to have no open run, as it stands now."""
+    return set(_known_without_open_runs(session))
 
 
 # Built once: constructing and coercing a statement costs more than SQLite running it.

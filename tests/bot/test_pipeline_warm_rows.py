@@ -4,7 +4,7 @@ made anywhere else."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import update
 
@@ -14,8 +14,8 @@ from bot.messages import Inbound, InboundKind
 from bot.pipeline import Pipeline
 from bot.understanding import build_router
 from storage.db import make_engine, make_sessionmaker
-from storage.models import Conversation
-from tests.support.db import messages
+from storage.models import Conversation, FlowRun
+from tests.support.db import customer_row, messages
 from tests.support.stages import Exploding
 
 
@@ -80,3 +80,25 @@ async def test_after_a_failed_group_the_conversation_continues_from_what_was_sto
     stored = await messages(sqlite_url, "o-a")
     assert [m.platform_msg_id for m in stored if m.direction == "in"] == ["msg:0", "msg:1", "msg:2", "msg:5"]
     assert [m.seq for m in stored] == list(range(1, 9))
+
+
+async def test_a_question_a_flow_asked_from_elsewhere_takes_the_customers_next_message(sqlite_url, example_settings):
+    """The writer also remembers which customers had no open flow run; a run started by another
+    part of the service (a business event, a schedule) must reach the very next message."""
+    engine = make_engine(sqlite_url)
+    sessions = make_sessionmaker(engine)
+    pipeline = production_pipeline(sessions, example_settings)
+    survey = next(flow for flow in example_settings.flows if flow.name == "after_sales_survey")
+    try:
+        for n in (1, 2):
+            assert (await pipeline.handle(text("o-a", "几点开门", f"msg:{n}"))).replies
+        customer = await customer_row(sqlite_url, "o-a")
+        now = datetime.now(UTC)
+        async with sessions() as session, session.begin():
+            session.add(FlowRun(customer_id=customer.id, flow=survey.name, version=survey.version(), status="asking",
+                                step="csat", wake_at=now + timedelta(days=2), variables={}, trigger="test",
+                                started_at=now, updated_at=now))
+        answer = await pipeline.handle(text("o-a", "5", "msg:3"))
+    finally:
+        await engine.dispose()
+    assert [reply.text for reply in answer.replies] == ["谢谢您的评分！您有多大可能把我们推荐给朋友？请回复 0-10。"]
