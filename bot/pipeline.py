@@ -332,7 +332,7 @@ class Pipeline:
             for offset, message in enumerate(new):
                 message.id = first + offset
             await store.insert_messages(session, new)
-            await self._warm.seal(runs.known_without_open_runs(session))
+            await self._warm.seal()
         self._warm.keep((key, (customer, conversation)) for key, (customer, conversation) in known.items()
                         if customer is not None)
         return [self._done(turn, outgoing) for turn, outgoing in turns]

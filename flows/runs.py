@@ -51,23 +51,20 @@ _WITHOUT_OPEN_RUNS = "flows.customers_without_open_runs"
 
 
 async def note_customers_without_open_runs(session: AsyncSession, customer_ids: Sequence[int],
-                                           known: AbstractSet[int] = frozenset()) -> None:
+                                           known: set[int] | None = None) -> None:
     """Look up, in one query, which of these customers have no open run, and remember it for
     this transaction (`open_runs` then answers them without a query). SQLite's group writer.
 
-    `known`: customers the writer's previous transaction ended without open runs, when nothing
-    was written since (see storage.warm_rows); they are not asked about again.
+    `known`: customers the writer's previous transaction ended without an open run, when
+    nothing was written since (see storage.warm_rows). They are not asked about again, and the
+    set becomes this transaction's own record, kept up to date in place: what it holds when
+    the transaction commits is true after it.
     """
     ids = set(customer_ids)
-    unknown = ids - known
+    unknown = ids - known if known is not None else ids
     with_runs = set(await sqlite_direct.scalars(
         session, _customers_with_open_runs, {"ids": sqlite_direct.as_json_list(sorted(unknown))})) if unknown else set()
-    remember_without_open_runs(session, ids - with_runs)
-
-
-def known_without_open_runs(session: AsyncSession) -> set[int]:
-    """The customers this transaction knows to have no open run, as it stands now."""
-    return set(_known_without_open_runs(session))
+    remember_without_open_runs(session, unknown - with_runs, record=known)
 
 
 # Built once: constructing and coercing a statement costs more than SQLite running it.
@@ -76,15 +73,17 @@ _customers_with_open_runs = select(FlowRun.customer_id).where(
     or_(*(FlowRun.status == status for status in OPEN)))
 
 
-def remember_without_open_runs(session: AsyncSession, customer_ids: set[int]) -> None:
-    """Customers known to have no open run in this transaction (new customers, say)."""
+def remember_without_open_runs(session: AsyncSession, customer_ids: AbstractSet[int],
+                               record: set[int] | None = None) -> None:
+    """Customers known to have no open run in this transaction (new customers, say).
+    `record`: the set to keep them in, when this transaction has none yet."""
     sync = session.sync_session
     transaction = sync.get_transaction()
     if transaction is None:
         return
     noted = sync.info.get(_WITHOUT_OPEN_RUNS)
     if noted is None or noted[0] is not transaction:
-        noted = (transaction, set[int]())
+        noted = (transaction, record if record is not None else set[int]())
         sync.info[_WITHOUT_OPEN_RUNS] = noted
         if not event.contains(sync, "transient_to_pending", _forget_customer_of_new_run):
             event.listen(sync, "transient_to_pending", _forget_customer_of_new_run)

@@ -39,11 +39,11 @@ class WarmRows:
         self._session: AsyncSession | None = None
         self._limit = limit
         self._rows: dict[Key, Pair] = {}
-        # Customers the last transaction ended without an open flow run: as true as the rows.
+        # Customers the last transaction ended without an open flow run; the next transaction
+        # updates it in place (flows.runs), and it is let go with the rows.
         self._without_open_runs: set[int] = set()
         self._marker: tuple[int, int, int] | None = None
         self._sealed: tuple[int, int, int] | None = None
-        self._sealing_without_open_runs: set[int] = set()
 
     def session(self) -> AsyncSession:
         """The writer's session, kept between its transactions: the kept rows stay in it."""
@@ -60,7 +60,7 @@ class WarmRows:
         session = self.session()
         if await sqlite_direct.change_marker(session) != self._marker:
             self._rows.clear()
-            self._without_open_runs.clear()
+            self._without_open_runs = set()
             session.expunge_all()
         self._marker = self._sealed = None
         found: dict[Key, Pair] = {}
@@ -72,25 +72,22 @@ class WarmRows:
 
     @property
     def without_open_runs(self) -> set[int]:
-        """Customers the last committed group left without an open flow run (after `take`)."""
+        """Customers the last committed group left without an open flow run (after `take`): the
+        group's transaction keeps it up to date (flows.runs.note_customers_without_open_runs)."""
         return self._without_open_runs
 
-    async def seal(self, without_open_runs: set[int]) -> None:
-        """The group's writes are done: note the database as this transaction leaves it, and
-        which customers it leaves without an open flow run."""
+    async def seal(self) -> None:
+        """The group's writes are done: note the database as this transaction leaves it."""
         self._sealed = await sqlite_direct.change_marker(self.session())
-        self._sealing_without_open_runs = without_open_runs
 
     def keep(self, pairs: Iterable[tuple[Key, Pair]]) -> None:
         """After the group committed: keep its fully loaded rows for the next group."""
         self._marker, self._sealed = self._sealed, None
-        without_open_runs, self._sealing_without_open_runs = self._sealing_without_open_runs, set()
         if self._marker is None:
             return
         if len(self._rows) > self._limit:
             self._rows.clear()  # the session lets them go once nothing refers to them
-            without_open_runs.clear()
-        self._without_open_runs = without_open_runs
+            self._without_open_runs = set()
         for key, (customer, conversation) in pairs:
             if _complete(customer) and (conversation is None or _complete(conversation)):
                 self._rows[key] = (customer, conversation)
@@ -98,8 +95,7 @@ class WarmRows:
     async def forget(self) -> None:
         """A group failed: what the rows and the session hold may never have been committed."""
         self._rows.clear()
-        self._without_open_runs.clear()
-        self._sealing_without_open_runs = set()
+        self._without_open_runs = set()
         self._marker = self._sealed = None
         session, self._session = self._session, None
         if session is not None:
