@@ -19,7 +19,7 @@ from storage.conversations import NewMessage
 from storage.models import Conversation, Customer
 
 
-@dataclass
+@dataclass(slots=True)
 class Turn:
     session: AsyncSession
     inbound: Inbound

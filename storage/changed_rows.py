@@ -33,6 +33,8 @@ async def write_changed(session: AsyncSession, objects: Iterable[object]) -> Non
     done: list[InstanceState[Any]] = []
     for obj in objects:
         state = instance_state(obj)  # what inspect() finds, without its dispatch
+        if not state.committed_state:  # nothing changed: nothing to write or to mark
+            continue
         if not state.persistent or state.deleted:
             continue
         values = _changed_values(state)
@@ -40,9 +42,8 @@ async def write_changed(session: AsyncSession, objects: Iterable[object]) -> Non
             continue
         done.append(state)
         if values:
-            table = cast(Table, state.mapper.local_table)
-            (primary_key,) = state.mapper.primary_key
-            values["_pk"] = state.dict[cast(str, primary_key.key)]
+            table, primary_key = _table_and_key(state.mapper)
+            values["_pk"] = state.dict[primary_key]
             groups.setdefault((table, tuple(sorted(values))), []).append(values)
     for (table, keys), rows in groups.items():
         await sqlite_direct.executemany(session, _statement(table, keys), rows)
@@ -69,6 +70,15 @@ def _changed_values(state: Any) -> dict[str, Any] | None:
     return values
 
 
+def _table_and_key(mapper: Mapper[Any]) -> tuple[Table, str]:
+    """The mapper's table and its primary key's attribute (looked up once)."""
+    found = _tables.get(mapper)
+    if found is None:
+        (primary_key,) = mapper.primary_key
+        found = _tables[mapper] = (cast(Table, mapper.local_table), cast(str, primary_key.key))
+    return found
+
+
 def _params_of(mapper: Mapper[Any]) -> dict[str, str]:
     """The UPDATE parameter of each attribute that maps one plain column (looked up once)."""
     params = _params.get(mapper)
@@ -83,6 +93,7 @@ def _params_of(mapper: Mapper[Any]) -> dict[str, str]:
 _PARAM = "set_"
 _statements: dict[tuple[Table, tuple[str, ...]], Update] = {}
 _params: dict[Mapper[Any], dict[str, str]] = {}
+_tables: dict[Mapper[Any], tuple[Table, str]] = {}
 
 
 def _statement(table: Table, keys: tuple[str, ...]) -> Update:

@@ -28,7 +28,9 @@ class HandoffStage:
     def __init__(self, settings: StaffSettings, notify: Callable[[], Awaitable[None]] | None = None):
         self._settings = settings
         self._notify = notify
-        self._keywords = [_normalise(k) for k in settings.handoff_keywords if _normalise(k)]
+        keywords = sorted({_normalise(k) for k in settings.handoff_keywords if _normalise(k)})
+        # One search for every keyword: this runs for every message the bot answers.
+        self._keywords = re.compile("|".join(map(re.escape, keywords))) if keywords else None
         self._exact = {_normalise(k) for k in settings.handoff_exact if _normalise(k)}
 
     async def before_route(self, turn: Turn) -> None:
@@ -53,7 +55,8 @@ class HandoffStage:
 
     def asks_for_person(self, text: str) -> bool:
         words = _normalise(text)
-        return bool(words) and (words in self._exact or any(k in words for k in self._keywords))
+        return bool(words) and (words in self._exact
+                                or (self._keywords is not None and self._keywords.search(words) is not None))
 
     def is_vip(self, customer: Customer) -> bool:
         vip = self._settings.vip
