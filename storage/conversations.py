@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table, and_, bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import instance_state
 
 from storage import sqlite_direct
 from storage.models import Conversation, Customer, Event, Message
@@ -206,16 +207,35 @@ _MESSAGE_COLUMNS = ("id", "conversation_id", "customer_id", "seq", "channel", "d
                     "platform_msg_id", "reply_to_id", "delivery", "intent", "payload", "created_at")
 
 
+_Row = TypeVar("_Row", Customer, Conversation)
+
+
 def new_customer(channel: str, external_id: str, now: datetime, **fields: Any) -> Customer:
-    return Customer(channel=channel, external_id=external_id, created_at=now, stage="contact",
-                    subscribed=True, **fields)
+    return _every_column_set(Customer(channel=channel, external_id=external_id, created_at=now, stage="contact",
+                                      subscribed=True, **fields))
 
 
 def start_conversation(session: AsyncSession, customer: Customer, now: datetime) -> Conversation:
-    conversation = Conversation(customer_id=customer.id, state="bot", last_seq=0,
-                                not_understood_streak=0, started_at=now, updated_at=now)
+    conversation = _every_column_set(Conversation(customer_id=customer.id, state="bot", last_seq=0,
+                                                  not_understood_streak=0, started_at=now, updated_at=now))
     session.add(conversation)
     return conversation
+
+
+def _every_column_set(row: _Row) -> _Row:
+    """Give the columns nobody set (with no default of their own) their NULL now.
+
+    An attribute never set is not loaded after the INSERT either: the SQLite writer would then
+    load a new customer's rows again for their second message instead of keeping them.
+    """
+    state = instance_state(row)
+    for prop in state.mapper.column_attrs:
+        column = prop.columns[0]
+        if (prop.key not in state.dict and column.nullable and column.default is None
+                and column.server_default is None):
+            setattr(row, prop.key, None)
+    return row
+
 
 
 async def current_conversation(session: AsyncSession, customer: Customer, now: datetime) -> Conversation:

@@ -102,3 +102,16 @@ async def test_a_question_a_flow_asked_from_elsewhere_takes_the_customers_next_m
     finally:
         await engine.dispose()
     assert [reply.text for reply in answer.replies] == ["谢谢您的评分！您有多大可能把我们推荐给朋友？请回复 0-10。"]
+
+
+async def test_a_new_customers_rows_are_kept_from_their_first_message(sqlite_url, example_settings):
+    """Every column of a new customer and conversation is known once stored, so the writer keeps
+    them for the customer's next message instead of loading them again."""
+    engine = make_engine(sqlite_url)
+    pipeline = production_pipeline(make_sessionmaker(engine), example_settings)
+    try:
+        await asyncio.gather(*(pipeline.handle(text(f"o-{n}", "几点开门", f"msg:{n}")) for n in range(3)))
+        assert len(pipeline._warm) == 3
+        assert (await pipeline.handle(text("o-1", "几点开门", "msg:again"))).replies
+    finally:
+        await engine.dispose()
