@@ -399,7 +399,8 @@ class Pipeline:
         self.stats.handled += 1
         if not turn.understood:
             self.stats.not_understood += 1
-        log.debug("handled %s from %s: %d replies", turn.inbound.kind, mask(turn.inbound.user_id), len(outgoing))
+        if log.isEnabledFor(logging.DEBUG):  # masking is not free, and runs for every message
+            log.debug("handled %s from %s: %d replies", turn.inbound.kind, mask(turn.inbound.user_id), len(outgoing))
         return _Done(Outcome(replies=turn.replies, message_ids=[m.id for m in outgoing if m.id is not None]),
                      turn.after_commit)
 
