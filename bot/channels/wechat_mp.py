@@ -13,13 +13,14 @@ import asyncio
 import logging
 import time
 from datetime import datetime
+from xml.etree import ElementTree
 from typing import Any
 
 import xmltodict
 from aiohttp import web
 from wechatpy import parse_message
 from wechatpy.events import BaseEvent
-from wechatpy.messages import BaseMessage, UnknownMessage
+from wechatpy.messages import MESSAGE_TYPES, BaseMessage, UnknownMessage
 from wechatpy.replies import TextReply
 
 from bot.background import BackgroundTasks
@@ -77,6 +78,43 @@ class WechatMpSender:
             await self._api.send_template(user_id, template)
         except WechatApiError as error:
             raise DeliveryError(f"WeChat errcode {error.errcode}: {error.errmsg}", error.errcode) from error
+
+
+def parse_callback(xml: str) -> BaseMessage | None:
+    """wechatpy's `parse_message`, with the XML of a plain message (not an event) read by the C
+    ElementTree parser instead of xmltodict's Python callbacks: the same fields, the same
+    wechatpy message class, in a fraction of the time. Anything else (events, with wechatpy's
+    mapping of their keys; nested or repeated elements; a DOCTYPE; XML it cannot read) goes to
+    wechatpy itself, which decides what it means or that it is malformed."""
+    found = _plain_message_fields(xml)
+    if found is None:
+        return parse_message(xml)
+    kind, fields = found
+    message_class: type[BaseMessage] = MESSAGE_TYPES.get(kind, UnknownMessage)
+    return message_class(fields)
+
+
+def _plain_message_fields(xml: str) -> tuple[str, dict[str, str | None]] | None:
+    """The type and fields of a flat `<xml>` message as xmltodict gives them (text stripped,
+    empty is None), or None when this is not such a message."""
+    if "<!" in xml.replace("<![CDATA[", ""):  # a DOCTYPE or an entity: wechatpy refuses those
+        return None
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError:
+        return None
+    if root.tag != "xml" or root.attrib or (root.text and root.text.strip()):
+        return None
+    fields: dict[str, str | None] = {}
+    for child in root:
+        if (len(child) or child.attrib or child.tag in fields or not isinstance(child.tag, str)
+                or "{" in child.tag or (child.tail and child.tail.strip())):
+            return None
+        fields[child.tag] = (child.text or "").strip() or None
+    kind = (fields.get("MsgType") or "").lower()
+    if not kind or kind == "event" or kind.startswith("device_"):
+        return None
+    return kind, fields
 
 
 def to_inbound(message: BaseMessage, received_at: datetime) -> Inbound:
@@ -154,7 +192,7 @@ class WechatMpCallback:
         encrypted = request.query.get("encrypt_type", "raw").lower() == "aes"
         xml = self._decrypt(request, body, timestamp, nonce) if encrypted else body
         try:
-            message = parse_message(xml)
+            message = parse_callback(xml)
         except Exception:  # noqa: BLE001 - any parser failure is the sender's malformed XML
             raise self._reject(web.HTTPBadRequest, "malformed XML") from None
         if message is None or not message.source:
