@@ -17,8 +17,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from datetime import datetime
+from functools import partial
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -157,11 +157,13 @@ class Pipeline:
         try:
             for work in done.after_commit:
                 await work()
-        except BaseException as error:
+        except asyncio.CancelledError:
+            if not outcome.done():
+                outcome.cancel()
+            raise
+        except Exception as error:  # noqa: BLE001 - handed to whoever waits, as handle() would raise it
             if not outcome.done():
                 outcome.set_exception(error)
-            if not isinstance(error, Exception):
-                raise
         else:
             if not outcome.done():
                 outcome.set_result(done.outcome)
