@@ -142,6 +142,7 @@ async def _message_path(app: web.Application) -> AsyncIterator[None]:
         app[SIMULATOR] = SimulatorChannel(pipeline, app[keys.METRICS], app[keys.SESSIONS], app[keys.CLOCK])
     yield
     await app[keys.TASKS].drain()
+    await pipeline.close()
 
 
 async def _scheduler(app: web.Application) -> AsyncIterator[None]:

@@ -171,6 +171,13 @@ class Pipeline:
             self._locks.release(key)
             self._in_flight -= 1
 
+    async def close(self) -> None:
+        """Let the writer finish what is queued, then give its connection back (before the
+        engine is disposed)."""
+        while self._writer is not None:
+            await asyncio.shield(self._writer)
+        await self._warm.close()
+
     def _admit(self) -> None:
         if self.overloaded:
             self.stats.overloaded += 1
@@ -234,18 +241,22 @@ class Pipeline:
         try:
             await _let_arrivals_join()
             while self._queue:
-                if busy:
-                    await self._gather()
-                group = self._queue[:self._max_batch]
-                del self._queue[:self._max_batch]
-                await self._commit_group(group)
-                await _let_arrivals_join()
-                busy = True
+                while self._queue:
+                    if busy:
+                        await self._gather()
+                    group = self._queue[:self._max_batch]
+                    del self._queue[:self._max_batch]
+                    await self._commit_group(group)
+                    await _let_arrivals_join()
+                    busy = True
+                await self._warm.release()  # idle: the connection goes back to the pool
         except BaseException:
-            # Cancelled (shut-down): whoever still waits learns it instead of waiting forever.
+            # Cancelled (shut-down): whoever still waits learns it instead of waiting forever,
+            # and the connection goes back to the pool.
             for _, future in self._queue:
                 future.cancel()
             self._queue.clear()
+            await self._warm.forget()
             raise
         finally:
             self._writer = None
@@ -303,38 +314,39 @@ class Pipeline:
             raise
 
     async def _store_group(self, inbounds: list[Inbound]) -> list[_Done]:
-        session = self._warm.session()
-        async with session.begin():
-            keys = {(inbound.channel, inbound.user_id) for inbound in inbounds}
-            known: dict[tuple[str, str], tuple[Customer | None, Conversation | None]] = dict(
-                await self._warm.take(keys))
-            if len(known) < len(keys):
-                known.update(await store.lock_customers_with_conversations(session, keys - known.keys()))
-            # The flow stage asks every message for the customer's open runs: answer it for the
-            # whole group in one query instead (most customers have none).
-            await runs.note_customers_without_open_runs(
-                session, [customer.id for customer, _ in known.values() if customer is not None],
-                known=self._warm.without_open_runs)
-            ids = store.WriterIds(session)
-            turns = []
-            for inbound in inbounds:
-                key = (inbound.channel, inbound.user_id)
-                customer, conversation = known.get(key, (None, None))
-                turn = await self._take(session, inbound, customer, conversation, ids)
-                known[key] = (turn.customer, turn.conversation)
-                turns.append((turn, self._answer(turn)))
-            # What the turns changed on the customers and conversations is written per column
-            # set; the unit of work flushes only what the stages added. The group's messages go
-            # in one executemany after that, with ids taken last so that a row the database
-            # numbered is never in the way.
-            await write_changed(session, [row for pair in known.values() for row in pair if row is not None])
+        session = await self._warm.begin()
+        keys = {(inbound.channel, inbound.user_id) for inbound in inbounds}
+        known: dict[tuple[str, str], tuple[Customer | None, Conversation | None]] = dict(
+            await self._warm.take(keys))
+        if len(known) < len(keys):
+            known.update(await store.lock_customers_with_conversations(session, keys - known.keys()))
+        # The flow stage asks every message for the customer's open runs: answer it for the
+        # whole group in one query instead (most customers have none).
+        await runs.note_customers_without_open_runs(
+            session, [customer.id for customer, _ in known.values() if customer is not None],
+            known=self._warm.without_open_runs)
+        ids = store.WriterIds(session)
+        turns = []
+        for inbound in inbounds:
+            key = (inbound.channel, inbound.user_id)
+            customer, conversation = known.get(key, (None, None))
+            turn = await self._take(session, inbound, customer, conversation, ids)
+            known[key] = (turn.customer, turn.conversation)
+            turns.append((turn, self._answer(turn)))
+        # What the turns changed on the customers and conversations is written per column
+        # set; the unit of work flushes only what the stages added. The group's messages go
+        # in one executemany after that, with ids taken last so that a row the database
+        # numbered is never in the way.
+        await write_changed(session, [row for pair in known.values() for row in pair if row is not None])
+        if session.new or session.dirty or session.deleted:
             await session.flush()
-            new = [m for turn, outgoing in turns for m in (turn.message, *outgoing)]
-            first = await ids.take(Message, len(new))
-            for offset, message in enumerate(new):
-                message.id = first + offset
-            await store.insert_messages(session, new)
-            await self._warm.seal()
+        new = [m for turn, outgoing in turns for m in (turn.message, *outgoing)]
+        first = await ids.take(Message, len(new))
+        for offset, message in enumerate(new):
+            message.id = first + offset
+        await store.insert_messages(session, new)
+        await self._warm.seal()
+        await self._warm.commit()
         self._warm.keep((key, (customer, conversation)) for key, (customer, conversation) in known.items()
                         if customer is not None)
         return [self._done(turn, outgoing) for turn, outgoing in turns]

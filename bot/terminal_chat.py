@@ -46,6 +46,7 @@ async def run_chat(settings: Settings, user: str) -> int:
             for reply in outcome.replies:
                 print(f"机器人: {reply.text}", flush=True)
     finally:
+        await pipeline.close()
         await engine.dispose()
     return 0
 

@@ -76,13 +76,14 @@ _customers_with_open_runs = select(FlowRun.customer_id).where(
 def remember_without_open_runs(session: AsyncSession, customer_ids: AbstractSet[int],
                                record: set[int] | None = None) -> None:
     """Customers known to have no open run in this transaction (new customers, say).
-    `record`: the set to keep them in, when this transaction has none yet."""
+    `record`: the set to keep them in from now on (the SQLite writer's, whose SQLAlchemy
+    transaction spans several of its SQLite transactions: see storage.warm_rows)."""
     sync = session.sync_session
     transaction = sync.get_transaction()
     if transaction is None:
         return
     noted = sync.info.get(_WITHOUT_OPEN_RUNS)
-    if noted is None or noted[0] is not transaction:
+    if record is not None or noted is None or noted[0] is not transaction:
         noted = (transaction, record if record is not None else set[int]())
         sync.info[_WITHOUT_OPEN_RUNS] = noted
         if not event.contains(sync, "transient_to_pending", _forget_customer_of_new_run):

@@ -86,6 +86,11 @@ _CONNECTION = "storage.sqlite_direct.connection"
 
 
 async def _sqlite(session: AsyncSession) -> tuple[sqlite3.Connection, Dialect]:
+    driver, dialect = await _driver(session)
+    return driver.sqlite, dialect
+
+
+async def _driver(session: AsyncSession) -> tuple[InlineConnection, Dialect]:
     # Finding the driver's connection costs a trip through SQLAlchemy's async layer: once per
     # transaction, which keeps its connection until it ends.
     transaction = session.sync_session.get_transaction()
@@ -97,8 +102,20 @@ async def _sqlite(session: AsyncSession) -> tuple[sqlite3.Connection, Dialect]:
     driver = connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]
     if not isinstance(driver, InlineConnection):
         raise TypeError("sqlite_direct needs the inline SQLite connection of storage.db")
-    session.info[_CONNECTION] = (session.sync_session.get_transaction(), driver.sqlite, connection.dialect)
-    return driver.sqlite, connection.dialect
+    session.info[_CONNECTION] = (session.sync_session.get_transaction(), driver, connection.dialect)
+    return driver, connection.dialect
+
+
+async def begin_immediate(session: AsyncSession) -> None:
+    """BEGIN IMMEDIATE on the session's connection, below SQLAlchemy's own transaction."""
+    driver, _ = await _driver(session)
+    await driver.begin_immediate()
+
+
+async def commit(session: AsyncSession) -> None:
+    """COMMIT on the session's connection, below SQLAlchemy's own transaction (which goes on)."""
+    driver, _ = await _driver(session)
+    await driver.commit()
 
 
 async def executemany(session: AsyncSession, statement: ClauseElement, rows: Sequence[Mapping[str, Any]],

@@ -13,15 +13,23 @@ Inside its own transactions the writer changes these rows only through these obj
 attributes; bulk UPDATEs of customers belong to the sweepers, in their own transactions), so what
 it keeps is what it committed. A stage that updated customers or conversations with a bulk
 statement inside the message path would have to refresh the objects it changed.
+
+The session also holds one SQLAlchemy transaction across several groups while the writer is
+busy, each group a SQLite transaction of its own below it (BEGIN IMMEDIATE … COMMIT on the same
+connection): SQLAlchemy's begin and commit (the pool's one connection checked out and back,
+its events) cost more than a small group's SQLite work. The connection goes back to the pool
+after GROUPS_PER_HOLD groups, when the writer runs out of work, and when a group fails, so other
+sessions of the process wait for it no longer than a few groups.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction, async_sessionmaker
 from sqlalchemy.orm.attributes import instance_state
 
 from storage import sqlite_direct
@@ -31,6 +39,9 @@ Key = tuple[str, str]  # (channel, external id)
 Pair = tuple[Customer, Conversation | None]
 
 LIMIT = 4096
+GROUPS_PER_HOLD = 8
+
+log = logging.getLogger(__name__)
 
 
 class WarmRows:
@@ -44,12 +55,56 @@ class WarmRows:
         self._without_open_runs: set[int] = set()
         self._marker: tuple[int, int, int] | None = None
         self._sealed: tuple[int, int, int] | None = None
+        self._held: AsyncSessionTransaction | None = None  # SQLAlchemy's, across groups
+        self._held_groups = 0
 
     def session(self) -> AsyncSession:
         """The writer's session, kept between its transactions: the kept rows stay in it."""
         if self._session is None:
             self._session = self._sessions()
         return self._session
+
+    async def begin(self) -> AsyncSession:
+        """Begin a group's SQLite transaction (BEGIN IMMEDIATE) in the writer's session."""
+        session = self.session()
+        if self._held is None:
+            self._held = await session.begin()
+            self._held_groups = 0
+            await session.connection()  # the pool's connection, and BEGIN IMMEDIATE (storage.db)
+        else:
+            await sqlite_direct.begin_immediate(session)
+        return session
+
+    async def commit(self) -> None:
+        """Commit the group's SQLite transaction (what the unit of work holds is flushed first)."""
+        session = self.session()
+        if session.new or session.dirty or session.deleted:
+            await session.flush()
+        await sqlite_direct.commit(session)
+        self._held_groups += 1
+        if self._held_groups >= GROUPS_PER_HOLD:
+            await self.release()
+
+    async def release(self) -> None:
+        """Between groups: end SQLAlchemy's transaction, handing the connection back to the pool."""
+        held, self._held = self._held, None
+        if held is None:
+            return
+        try:
+            await held.commit()  # nothing is left to commit: each group committed its own
+        except Exception as error:  # noqa: BLE001 - the next group starts afresh instead
+            log.warning("writer's session could not end its transaction: %s", error)
+            await self.forget()
+
+    async def close(self) -> None:
+        """The writer stops: its transaction ends and its session lets go of the connection."""
+        await self.release()
+        session, self._session = self._session, None
+        self._rows.clear()
+        self._without_open_runs = set()
+        self._marker = self._sealed = None
+        if session is not None:
+            await asyncio.shield(session.close())
 
     async def take(self, keys: Iterable[Key]) -> dict[Key, Pair]:
         """The kept rows among these keys; the first step of a group, in `session()`'s transaction.
@@ -93,10 +148,12 @@ class WarmRows:
                 self._rows[key] = (customer, conversation)
 
     async def forget(self) -> None:
-        """A group failed: what the rows and the session hold may never have been committed."""
+        """A group failed: what the rows and the session hold may never have been committed.
+        Closing the session rolls back whatever transaction is open and frees the connection."""
         self._rows.clear()
         self._without_open_runs = set()
         self._marker = self._sealed = None
+        self._held = None
         session, self._session = self._session, None
         if session is not None:
             await asyncio.shield(session.close())
