@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import func, select
 
 from bot.clock import SystemClock
 from bot.console.stage import HandoffStage
@@ -183,3 +184,44 @@ async def test_times_stored_by_a_group_compare_equal_to_the_same_time_in_a_query
     assert pipeline.stats.batches == 1
     found = await rows(sqlite_url, Message, Message.created_at == on_the_second)
     assert [m.platform_msg_id for m in found] == ["msg:on-the-second"]
+
+
+async def test_while_the_writer_is_busy_other_sessions_still_get_the_connection(sqlite_url, example_settings):
+    """The writer keeps the pool's one connection across a few groups while messages keep
+    coming; a console or sweeper session waits for at most that many, and once the messages stop
+    the connection is back in the pool."""
+    engine = make_engine(sqlite_url)
+    sessions = make_sessionmaker(engine)
+    pipeline = Pipeline(sessions, build_router(example_settings), SystemClock())
+    flowing = True
+    started: list[asyncio.Future] = []
+
+    async def keep_busy() -> None:
+        n = 0
+        while flowing:
+            started.extend(pipeline.start(text(f"o-{n % 300}", "几点开门", f"msg:{n}")) for n in range(n, n + 8))
+            n += 8
+            await asyncio.sleep(0)
+
+    producer = asyncio.create_task(keep_busy())
+    try:
+        while pipeline.stats.batches < 3:
+            await asyncio.sleep(0.001)
+        before = pipeline.stats.batches
+
+        async def count() -> None:
+            async with sessions() as session:
+                await session.execute(select(func.count()).select_from(Message))
+
+        await asyncio.wait_for(count(), 10)  # starved until the messages stop: a failure
+        waited = pipeline.stats.batches - before
+        flowing = False
+        await producer
+        await asyncio.gather(*started)
+        await pipeline.close()
+        assert engine.pool.checkedout() == 0
+    finally:
+        flowing = False
+        await engine.dispose()
+    assert waited <= 9  # the eight groups of one hold, and the one it was in
+    assert pipeline.stats.batch_fallbacks == 0 and len(await messages(sqlite_url)) == 2 * len(started)
