@@ -35,7 +35,7 @@ async def write_changed(session: AsyncSession, objects: Iterable[object]) -> Non
         state = instance_state(obj)  # what inspect() finds, without its dispatch
         if not state.committed_state:  # nothing changed: nothing to write or to mark
             continue
-        if not state.persistent or state.deleted:
+        if not state.persistent:  # (a deleted object is not persistent)
             continue
         values = _changed_values(state)
         if values is None:
