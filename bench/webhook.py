@@ -61,9 +61,12 @@ def log(text: str) -> None:
 
 # ---------------------------------------------------------------- the minimal handler
 
-def run_minimal_server(port: int) -> None:
-    """Signature check, parse, answer: what any wechatpy handler must do at the least."""
+def run_minimal_server(port: int, event_loop: str) -> None:
+    """Signature check, parse, answer: what any wechatpy handler must do at the least, on the
+    same kind of event loop as the service."""
     from aiohttp import web
+
+    from bot.event_loop import new_event_loop
     from wechatpy import parse_message
     from wechatpy.exceptions import InvalidSignatureException
     from wechatpy.replies import TextReply
@@ -87,7 +90,8 @@ def run_minimal_server(port: int) -> None:
     app = web.Application()
     app.router.add_post(PATH, receive)
     app.router.add_get("/healthz", healthz)
-    web.run_app(app, host=HOST, port=port, access_log=None, print=None)
+    loop, _ = new_event_loop(event_loop)  # type: ignore[arg-type]
+    web.run_app(app, host=HOST, port=port, access_log=None, print=None, loop=loop)
 
 
 # ---------------------------------------------------------------- the load generator
@@ -227,9 +231,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def write_config(directory: Path, database: Path, unused_port: int) -> Path:
+def write_config(directory: Path, database: Path, unused_port: int, event_loop: str = "uvloop") -> Path:
     """The example config with wechat_mp on, pushes aimed at a closed local port."""
     text = (ROOT / "config.example.toml").read_text(encoding="utf-8")
+    text, n_loop = re.subn(r'(?m)^event_loop\s*=\s*"[^"]*"', f'event_loop = "{event_loop}"', text, count=1)
+    if n_loop != 1:
+        raise SystemExit("config.example.toml changed shape: cannot set [server] event_loop")
     head, marker, tail = text.partition("[channels.wechat_mp]")
     if not marker:
         raise SystemExit("config.example.toml has no [channels.wechat_mp] section")
@@ -334,7 +341,7 @@ def orchestrate(args: argparse.Namespace) -> int:
     try:
         database = work / "siyu.db"
         url = f"sqlite+aiosqlite:///{database}"
-        config = write_config(work, database, free_port())
+        config = write_config(work, database, free_port(), args.event_loop)
         env = {**os.environ, "WECHAT_MP_TOKEN": TOKEN, "WECHAT_APP_ID": APP_ID,
                "WECHAT_APP_SECRET": APP_SECRET, "WECHAT_ENCODING_AES_KEY": "", "SIYU_DATABASE_URL": url}
         siyu = str(Path(sys.executable).parent / "siyu")
@@ -348,7 +355,8 @@ def orchestrate(args: argparse.Namespace) -> int:
                                     "--port", str(service_port), "--log-level", args.log_level],
                                    env=env, cwd=work, stdout=service_log, stderr=service_log)
         minimal = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--minimal-server",
-                                    str(minimal_port)], stdout=service_log, stderr=service_log)
+                                    str(minimal_port), "--event-loop", args.event_loop],
+                                   stdout=service_log, stderr=service_log)
         if pin:  # servers on CPU 0, load generator on CPU 1
             os.sched_setaffinity(service.pid, {0})
             os.sched_setaffinity(minimal.pid, {0})
@@ -394,6 +402,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, cpus: int, p
     placement = ("servers pinned to CPU 0, load generator to CPU 1" if pin
                  else "servers and load generator share all of them")
     print(f"machine: {cpus} CPU(s), {placement}; figures are for this machine only")
+    print(f"event loop of both servers: {args.event_loop}")
     print(f"closed loop: {args.concurrency} keep-alive connections for {args.duration:g} s; "
           f"open loop: {args.rate:g} req/s for {args.duration:g} s, latency from the scheduled send time")
     print()
@@ -428,7 +437,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, cpus: int, p
         print(f"note: with {cpus} CPU(s) the load generator takes CPU from the server under test; "
               "the minimal handler's closed-loop figure is partly bounded by the generator.")
     if args.json:
-        print(json.dumps({"cpus": cpus, "pinned": pin, "duration_s": args.duration, "rate": args.rate,
+        print(json.dumps({"cpus": cpus, "pinned": pin, "event_loop": args.event_loop,
+                          "duration_s": args.duration, "rate": args.rate,
                           "concurrency": args.concurrency, "results": results,
                           "ratio": None if ratio is None else round(ratio, 4),
                           "targets": {"ratio_ge_50pct": ratio_met, "p99_lt_50ms_at_rate": open_met}},
@@ -450,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="the service's log level (default WARNING)")
     parser.add_argument("--json", action="store_true", help="end stdout with one JSON object of the figures")
+    parser.add_argument("--event-loop", default="uvloop", choices=["uvloop", "asyncio"],
+                        help="the event loop of both servers: the service's [server] event_loop (default uvloop)")
     parser.add_argument("--minimal-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
@@ -463,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
                      "0 <= warmup <= 60, 1 <= max-requests <= 10000000")
 
     if args.minimal_server:
-        run_minimal_server(args.minimal_server)
+        run_minimal_server(args.minimal_server, args.event_loop)
         return 0
     if args.load:
         if not args.target or not args.target.startswith(f"http://{HOST}:"):

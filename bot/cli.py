@@ -134,13 +134,16 @@ def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from bot.app import create_app
+    from bot.event_loop import new_event_loop
 
     settings = _ready_settings(args.config, "serve")
     if settings is None:
         return 2
     host = args.host or settings.server.host
     port = args.port or settings.server.port
-    web.run_app(create_app(settings), host=host, port=port, access_log=None,
+    loop, loop_name = new_event_loop(settings.server.event_loop)
+    log.info("event loop: %s", loop_name)
+    web.run_app(create_app(settings), host=host, port=port, access_log=None, loop=loop,
                 print=lambda text: log.info(text.strip()))
     return 0
 

@@ -34,6 +34,7 @@ class Strict(BaseModel):
 class ServerSettings(Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
 
 class StorageSettings(Strict):

@@ -34,6 +34,12 @@ def test_the_shipped_example_is_valid():
     assert {rule.name for rule in settings.rules} >= {"business_hours"}
 
 
+def test_an_unknown_event_loop_is_reported_with_its_line(tmp_path):
+    path = write(tmp_path, '[server]\nport = 8080\nevent_loop = "tokio"\n')
+    (problem,) = problems(path)
+    assert problem.startswith(f"{path}:3: 'server.event_loop'") and "uvloop" in problem
+
+
 def test_unknown_key_is_reported_with_its_line(tmp_path):
     path = write(tmp_path, '[server]\nhost = "0.0.0.0"\nprot = 8080\n')
     assert problems(path) == [f"{path}:3: unknown key 'server.prot'"]
