@@ -99,12 +99,7 @@ class WarmRows:
     async def close(self) -> None:
         """The writer stops: its transaction ends and its session lets go of the connection."""
         await self.release()
-        session, self._session = self._session, None
-        self._rows.clear()
-        self._without_open_runs = set()
-        self._marker = self._sealed = None
-        if session is not None:
-            await asyncio.shield(session.close())
+        await self.forget()
 
     async def take(self, keys: Iterable[Key]) -> dict[Key, Pair]:
         """The kept rows among these keys; the first step of a group, in `session()`'s transaction.
