@@ -175,7 +175,7 @@ class Pipeline:
         """Let the writer finish what is queued, then give its connection back (before the
         engine is disposed)."""
         while self._writer is not None:
-            await asyncio.shield(self._writer)
+            await asyncio.wait({self._writer})  # its failures went to the messages' callers
         await self._warm.close()
 
     def _admit(self) -> None:
