@@ -165,16 +165,9 @@ class NewMessage:
 
     def row(self) -> dict[str, Any]:
         """The messages row; without `id` while the database is to choose it."""
-        row = {
-            "conversation_id": self.conversation_id, "customer_id": self.customer_id,
-            "seq": self.seq, "channel": self.channel, "direction": self.direction, "kind": self.kind,
-            "text": self.text, "platform_msg_id": self.platform_msg_id,
-            "reply_to_id": None if self.reply_to is None else self.reply_to.id,
-            "delivery": self.delivery, "intent": self.intent, "payload": self.payload,
-            "created_at": self.created_at,
-        }
-        if self.id is not None:
-            row["id"] = self.id
+        row = dict(zip(_MESSAGE_COLUMNS, self.values(), strict=True))
+        if self.id is None:
+            del row["id"]
         return row
 
     def values(self) -> tuple[Any, ...]:

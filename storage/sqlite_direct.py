@@ -43,18 +43,16 @@ class _Prepared:
 
     def positional(self, values: Sequence[Any]) -> list[Any]:
         """Parameters from values already in the statement's order (see executemany_values)."""
-        out = list(values)
-        for index, process in self._processed:
-            value = out[index]
-            if value is not None:
-                out[index] = process(value)
-        return out
+        return self._processed_in_place(list(values))
 
     def parameters(self, values: Mapping[str, Any]) -> list[Any]:
         try:
             out = list(self._every(values)) if self._every is not None else [values[name] for name in self.names]
         except KeyError:  # some values come from the statement itself
             out = [values[name] if name in values else self.defaults[name] for name in self.names]
+        return self._processed_in_place(out)
+
+    def _processed_in_place(self, out: list[Any]) -> list[Any]:
         for index, process in self._processed:
             value = out[index]
             if value is not None:
