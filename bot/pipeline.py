@@ -136,40 +136,43 @@ class Pipeline:
 
     def _started_stored(self, key: tuple[str, str], outcome: asyncio.Future[Outcome],
                         stored: asyncio.Future[_Done]) -> None:
-        """A started message's group committed (or failed): settle its outcome, free its customer."""
-        if not stored.cancelled() and stored.exception() is None and stored.result().after_commit:
+        """A started message's group committed (or failed): run its after-commit work, if any,
+        then settle its outcome and free its customer."""
+        if stored.cancelled():
+            self._finish_started(key, outcome, error=asyncio.CancelledError())
+        elif (error := stored.exception()) is not None:
+            self._finish_started(key, outcome, error=error)
+        elif stored.result().after_commit:
             task = asyncio.ensure_future(self._after_commit(key, outcome, stored.result()))
             self._finishing.add(task)
             task.add_done_callback(self._finishing.discard)
-            return
-        self._locks.release(key)
-        self._in_flight -= 1
-        if outcome.done():  # nobody waits any more
-            return
-        if stored.cancelled():
-            outcome.cancel()
-        elif (error := stored.exception()) is not None:
-            outcome.set_exception(error)
         else:
-            outcome.set_result(stored.result().outcome)
+            self._finish_started(key, outcome, result=stored.result().outcome)
 
     async def _after_commit(self, key: tuple[str, str], outcome: asyncio.Future[Outcome], done: _Done) -> None:
         try:
             for work in done.after_commit:
                 await work()
-        except asyncio.CancelledError:
-            if not outcome.done():
-                outcome.cancel()
-            raise
-        except Exception as error:  # noqa: BLE001 - handed to whoever waits, as handle() would raise it
-            if not outcome.done():
-                outcome.set_exception(error)
+        except BaseException as error:  # handed to whoever waits, as handle() would raise it
+            self._finish_started(key, outcome, error=error)
+            if not isinstance(error, Exception):
+                raise
         else:
-            if not outcome.done():
-                outcome.set_result(done.outcome)
-        finally:
-            self._locks.release(key)
-            self._in_flight -= 1
+            self._finish_started(key, outcome, result=done.outcome)
+
+    def _finish_started(self, key: tuple[str, str], outcome: asyncio.Future[Outcome], *,
+                        result: Outcome | None = None, error: BaseException | None = None) -> None:
+        self._locks.release(key)
+        self._in_flight -= 1
+        if outcome.done():  # nobody waits any more
+            return
+        if isinstance(error, asyncio.CancelledError):
+            outcome.cancel()
+        elif error is not None:
+            outcome.set_exception(error)
+        else:
+            assert result is not None
+            outcome.set_result(result)
 
     async def close(self) -> None:
         """Let the writer finish what is queued, then give its connection back (before the
