@@ -37,14 +37,14 @@ async def write_changed(session: AsyncSession, objects: Iterable[object]) -> Non
             continue
         if not state.persistent:  # (a deleted object is not persistent)
             continue
-        values = _changed_values(state)
+        mapped = _mapped(state.mapper)
+        values = _changed_values(state, mapped.params)
         if values is None:
             continue
         done.append(state)
         if values:
-            table, primary_key = _table_and_key(state.mapper)
-            values["_pk"] = state.dict[primary_key]
-            groups.setdefault((table, tuple(sorted(values))), []).append(values)
+            values["_pk"] = state.dict[mapped.primary_key]
+            groups.setdefault((mapped.table, tuple(sorted(values))), []).append(values)
     for (table, keys), rows in groups.items():
         await sqlite_direct.executemany(session, _statement(table, keys), rows)
     # What was written is now what the database holds: mark it so, as the unit of work does
@@ -52,10 +52,9 @@ async def write_changed(session: AsyncSession, objects: Iterable[object]) -> Non
     InstanceState._commit_all_states([(state, state.dict) for state in done], session.sync_session.identity_map)
 
 
-def _changed_values(state: Any) -> dict[str, Any] | None:
-    """Changed column values by column name; None when a change is not a plain column's."""
+def _changed_values(state: Any, params: dict[str, str]) -> dict[str, Any] | None:
+    """Changed column values by UPDATE parameter; None when a change is not a plain column's."""
     values: dict[str, Any] = {}
-    params = _params_of(state.mapper)
     current = state.dict
     for key, before in state.committed_state.items():
         param = params.get(key)
@@ -70,30 +69,31 @@ def _changed_values(state: Any) -> dict[str, Any] | None:
     return values
 
 
-def _table_and_key(mapper: Mapper[Any]) -> tuple[Table, str]:
-    """The mapper's table and its primary key's attribute (looked up once)."""
-    found = _tables.get(mapper)
-    if found is None:
+class _Mapped:
+    """What writing a mapper's rows needs, looked up once: its table, its primary key's
+    attribute, and the UPDATE parameter of each attribute that maps one plain column."""
+
+    __slots__ = ("table", "primary_key", "params")
+
+    def __init__(self, mapper: Mapper[Any]):
         (primary_key,) = mapper.primary_key
-        found = _tables[mapper] = (cast(Table, mapper.local_table), cast(str, primary_key.key))
+        self.table = cast(Table, mapper.local_table)
+        self.primary_key = cast(str, primary_key.key)
+        self.params = {prop.key: _PARAM + prop.columns[0].key for prop in mapper.attrs
+                       if isinstance(prop, ColumnProperty) and len(prop.columns) == 1}
+
+
+def _mapped(mapper: Mapper[Any]) -> _Mapped:
+    found = _mappers.get(mapper)
+    if found is None:
+        found = _mappers[mapper] = _Mapped(mapper)
     return found
-
-
-def _params_of(mapper: Mapper[Any]) -> dict[str, str]:
-    """The UPDATE parameter of each attribute that maps one plain column (looked up once)."""
-    params = _params.get(mapper)
-    if params is None:
-        params = {prop.key: _PARAM + prop.columns[0].key for prop in mapper.attrs
-                  if isinstance(prop, ColumnProperty) and len(prop.columns) == 1}
-        _params[mapper] = params
-    return params
 
 
 # Parameters may not share a column's name in an UPDATE's SET clause.
 _PARAM = "set_"
 _statements: dict[tuple[Table, tuple[str, ...]], Update] = {}
-_params: dict[Mapper[Any], dict[str, str]] = {}
-_tables: dict[Mapper[Any], tuple[Table, str]] = {}
+_mappers: dict[Mapper[Any], _Mapped] = {}
 
 
 def _statement(table: Table, keys: tuple[str, ...]) -> Update:
