@@ -37,7 +37,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
+
+from bot.event_loop import EventLoopName, new_event_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -61,12 +63,10 @@ def log(text: str) -> None:
 
 # ---------------------------------------------------------------- the minimal handler
 
-def run_minimal_server(port: int, event_loop: str) -> None:
+def run_minimal_server(port: int, event_loop: EventLoopName) -> None:
     """Signature check, parse, answer: what any wechatpy handler must do at the least, on the
     same kind of event loop as the service."""
     from aiohttp import web
-
-    from bot.event_loop import new_event_loop
     from wechatpy import parse_message
     from wechatpy.exceptions import InvalidSignatureException
     from wechatpy.replies import TextReply
@@ -90,7 +90,7 @@ def run_minimal_server(port: int, event_loop: str) -> None:
     app = web.Application()
     app.router.add_post(PATH, receive)
     app.router.add_get("/healthz", healthz)
-    loop, _ = new_event_loop(event_loop)  # type: ignore[arg-type]
+    loop, _ = new_event_loop(event_loop)
     web.run_app(app, host=HOST, port=port, access_log=None, print=None, loop=loop)
 
 
@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="the service's log level (default WARNING)")
     parser.add_argument("--json", action="store_true", help="end stdout with one JSON object of the figures")
-    parser.add_argument("--event-loop", default="uvloop", choices=["uvloop", "asyncio"],
+    parser.add_argument("--event-loop", default="uvloop", choices=get_args(EventLoopName),
                         help="the event loop of both servers: the service's [server] event_loop (default uvloop)")
     parser.add_argument("--minimal-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)

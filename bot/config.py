@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bot.console.settings import StaffSettings
+from bot.event_loop import EventLoopName
 from bot.toml_lines import index_key_lines, line_of
 from bot.touch_policy import TouchPolicySettings
 from flows.definitions import Flow, flow_problems
@@ -34,7 +35,7 @@ class Strict(BaseModel):
 class ServerSettings(Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
-    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    event_loop: EventLoopName = "uvloop"
 
 
 class StorageSettings(Strict):
