@@ -252,7 +252,9 @@ class Pipeline:
                     await self._commit_group(group)
                     await _let_arrivals_join()
                     busy = True
-                await self._warm.release()  # idle: the connection goes back to the pool
+                # Idle: the connection goes back to the pool (a message queued meanwhile is
+                # taken by the outer loop).
+                await self._warm.release()
         except BaseException:
             # Cancelled (shut-down): whoever still waits learns it instead of waiting forever,
             # and the connection goes back to the pool.

@@ -42,13 +42,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return dialect.type_descriptor(DateTime())
 
     def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is UTC:  # the usual case, and converting it is the costly part
-            return value.replace(tzinfo=None)
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        return value.astimezone(UTC).replace(tzinfo=None)
+        return None if value is None else _in_utc(value).replace(tzinfo=None)
 
     def bind_processor(self, dialect: Any) -> Any:
         if dialect.name == "sqlite":
@@ -59,16 +53,18 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
+def _in_utc(value: datetime) -> datetime:
+    if value.tzinfo is UTC:  # the usual case, and converting it is the costly part
+        return value
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    return value.astimezone(UTC)
+
+
 def _sqlite_text(value: datetime | None) -> str | None:
     """The text SQLAlchemy's SQLite DATETIME stores ("2026-01-31 09:30:00.000000"), in one C call:
     the message path binds several datetimes per message."""
-    if value is None:
-        return None
-    if value.tzinfo is not UTC:
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(UTC)
-    return value.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
+    return None if value is None else _in_utc(value).isoformat(" ", "microseconds")[:26]  # without "+00:00"
 
 
 class Base(DeclarativeBase):
