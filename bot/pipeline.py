@@ -382,7 +382,7 @@ class Pipeline:
                 conversation.id = await ids.take(Conversation)
             else:
                 await session.flush()
-        self._apply_customer_changes(session, customer, inbound, now)
+        self._apply_customer_changes(session, customer, inbound)
 
         conversation.last_seq += 1
         incoming = store.NewMessage(
@@ -441,8 +441,7 @@ class Pipeline:
         for stage in self._stages:
             await stage.after_route(turn)
 
-    def _apply_customer_changes(self, session: AsyncSession, customer: Customer, inbound: Inbound,
-                                now: datetime) -> None:
+    def _apply_customer_changes(self, session: AsyncSession, customer: Customer, inbound: Inbound) -> None:
         customer.last_inbound_at = inbound.received_at
         if inbound.unionid and not customer.unionid:
             customer.unionid = inbound.unionid
