@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from datetime import datetime
-from xml.etree import ElementTree
 from typing import Any
 
 import xmltodict
@@ -21,7 +21,6 @@ from aiohttp import web
 from wechatpy import parse_message
 from wechatpy.events import BaseEvent
 from wechatpy.messages import MESSAGE_TYPES, BaseMessage, UnknownMessage
-from wechatpy.replies import TextReply
 
 from bot.background import BackgroundTasks
 from bot.channels.wechat_api import WechatApi, WechatApiError
@@ -81,11 +80,12 @@ class WechatMpSender:
 
 
 def parse_callback(xml: str) -> BaseMessage | None:
-    """wechatpy's `parse_message`, with the XML of a plain message (not an event) read by the C
-    ElementTree parser instead of xmltodict's Python callbacks: the same fields, the same
-    wechatpy message class, in a fraction of the time. Anything else (events, with wechatpy's
-    mapping of their keys; nested or repeated elements; a DOCTYPE; XML it cannot read) goes to
-    wechatpy itself, which decides what it means or that it is malformed."""
+    """wechatpy's `parse_message`, with a plain message (not an event) in the exact shape WeChat
+    sends read by one regular expression instead of xmltodict's Python callbacks: the same
+    fields, the same wechatpy message class, in a fraction of the time. Anything else (events,
+    with wechatpy's mapping of their keys; a declaration, entities, attributes, nested or
+    repeated elements; XML it cannot read) goes to wechatpy itself, which decides what it means
+    or that it is malformed."""
     found = _plain_message_fields(xml)
     if found is None:
         return parse_message(xml)
@@ -94,27 +94,48 @@ def parse_callback(xml: str) -> BaseMessage | None:
     return message_class(fields)
 
 
+# What an XML parser reads literally: no markup, no entity, no line break it would normalise, no
+# character XML forbids. Text outside CDATA also leaves out "]" (so never "]]>"). Whitespace
+# around a CDATA section goes with the stripping.
+_LITERAL = "\x00-\x08\x0b\x0c\x0e-\x1f\r\ufffe\uffff"
+_FIELD = re.compile(
+    r"[ \t\r\n]*<([A-Za-z_][A-Za-z0-9_]*)>"
+    r"(?:[ \t\r\n]*<!\[CDATA\[([^\]" + _LITERAL + r"]*(?:\](?!\]>)[^\]" + _LITERAL + r"]*)*)\]\]>[ \t\r\n]*"
+    r"|([^<&\]" + _LITERAL + r"]*))"
+    r"</\1>")
+_END = re.compile(r"[ \t\r\n]*</xml>[ \t\r\n]*")
+
+
 def _plain_message_fields(xml: str) -> tuple[str, dict[str, str | None]] | None:
     """The type and fields of a flat `<xml>` message as xmltodict gives them (text stripped,
-    empty is None), or None when this is not such a message."""
-    if xml.count("<!") != xml.count("<![CDATA["):  # a DOCTYPE or an entity: wechatpy refuses those
-        return None
-    try:
-        root = ElementTree.fromstring(xml)
-    except ElementTree.ParseError:
-        return None
-    if root.tag != "xml" or root.attrib or (root.text and root.text.strip()):
+    empty is None), or None when this is not exactly such a message: each element holds one
+    CDATA section or plain text that any XML parser reads as it stands."""
+    if not xml.startswith("<xml>"):
         return None
     fields: dict[str, str | None] = {}
-    for child in root:
-        if (len(child) or child.attrib or child.tag in fields or not isinstance(child.tag, str)
-                or "{" in child.tag or (child.tail and child.tail.strip())):
+    position = 5
+    field = _FIELD.match
+    while (found := field(xml, position)) is not None:
+        tag, cdata, text = found.groups()
+        if tag in fields:
             return None
-        fields[child.tag] = (child.text or "").strip() or None
+        fields[tag] = (cdata if cdata is not None else text).strip() or None
+        position = found.end()
+    if _END.fullmatch(xml, position) is None:
+        return None
     kind = (fields.get("MsgType") or "").lower()
     if not kind or kind == "event" or kind.startswith("device_"):
         return None
     return kind, fields
+
+
+def passive_text_reply(to_user: str, from_user: str, content: str, created: int) -> str:
+    """The passive text reply, exactly as wechatpy's TextReply renders it (CDATA kept whole),
+    written in one f-string: it goes out with every answered callback, and TextReply's field
+    objects cost several times as much."""
+    return (f"<xml>\n<MsgType><![CDATA[text]]></MsgType>\n<Content><![CDATA[{_cdata(content)}]]></Content>\n"
+            f"<FromUserName><![CDATA[{_cdata(from_user)}]]></FromUserName>\n"
+            f"<ToUserName><![CDATA[{_cdata(to_user)}]]></ToUserName>\n<CreateTime>{created}</CreateTime>\n</xml>")
 
 
 def to_inbound(message: BaseMessage, received_at: datetime) -> Inbound:
@@ -195,16 +216,19 @@ class WechatMpCallback:
             message = parse_callback(xml)
         except Exception:  # noqa: BLE001 - any parser failure is the sender's malformed XML
             raise self._reject(web.HTTPBadRequest, "malformed XML") from None
-        if message is None or not message.source:
+        if message is None:
             raise self._reject(web.HTTPBadRequest, "malformed XML")
         inbound = to_inbound(message, self._clock.now())
+        if not inbound.user_id:
+            raise self._reject(web.HTTPBadRequest, "malformed XML")
         self._inbound_by_kind[inbound.kind].inc()
 
         reply = await self._answer(inbound, started)
         self._latency.observe(time.monotonic() - started)
         if reply is None:
             return web.Response(text=SUCCESS)
-        xml_reply = TextReply(source=message.target, target=message.source, content=_cdata(reply)).render()
+        xml_reply = passive_text_reply(to_user=inbound.user_id, from_user=str(inbound.payload.get("ToUserName") or ""),
+                                       content=reply, created=int(time.time()))
         if encrypted and self._crypto is not None:
             xml_reply = self._crypto.envelope(xml_reply, nonce, timestamp)
         return web.Response(text=xml_reply, content_type="application/xml")

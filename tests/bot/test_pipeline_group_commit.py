@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import func, select
@@ -184,6 +184,26 @@ async def test_times_stored_by_a_group_compare_equal_to_the_same_time_in_a_query
     assert pipeline.stats.batches == 1
     found = await rows(sqlite_url, Message, Message.created_at == on_the_second)
     assert [m.platform_msg_id for m in found] == ["msg:on-the-second"]
+
+
+async def test_one_instant_in_any_zone_is_stored_as_the_same_utc_time(pipeline, sqlite_url):
+    """The group writer remembers the text of times it has bound: a time given in China's zone
+    and the same instant in UTC are stored alike, and a different instant is not mistaken for
+    them."""
+    instant = datetime(2026, 3, 1, 9, 30, 15, 250, tzinfo=UTC)
+    in_beijing = instant.astimezone(timezone(timedelta(hours=8)))
+    later = instant + timedelta(microseconds=1)
+
+    def at(user: str, received_at: datetime) -> Inbound:
+        return Inbound(channel="wechat_mp", user_id=user, kind=InboundKind.TEXT, received_at=received_at,
+                       dedup_key=f"msg:{user}", text="几点开门", payload={})
+
+    await asyncio.gather(pipeline.handle(at("o-amy", in_beijing)), pipeline.handle(at("o-bob", instant)),
+                         pipeline.handle(at("o-cai", later)))
+    assert pipeline.stats.batches == 1
+    found = await rows(sqlite_url, Message, Message.created_at == instant)
+    assert sorted(m.platform_msg_id for m in found) == ["msg:o-amy", "msg:o-bob"]
+    assert [m.created_at for m in found] == [instant, instant]
 
 
 async def test_while_the_writer_is_busy_other_sessions_still_get_the_connection(sqlite_url, example_settings):
