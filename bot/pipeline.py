@@ -49,7 +49,6 @@ MAX_BATCH = 64
 # While busy, a group smaller than this waits up to GATHER_SECONDS for more (see Pipeline._gather).
 GATHER_TARGET = 8
 GATHER_SECONDS = 0.008
-GATHER_STEP_SECONDS = 0.002
 
 
 class PipelineOverloaded(Exception):
@@ -97,6 +96,7 @@ class Pipeline:
         self._warm = WarmRows(sessions)
         self._writer: asyncio.Task[None] | None = None
         self._finishing: set[asyncio.Task[None]] = set()  # started messages' after-commit work
+        self._gathered: asyncio.Future[None] | None = None  # the writer waits for a group to grow
 
     @property
     def overloaded(self) -> bool:
@@ -231,6 +231,8 @@ class Pipeline:
         self._queue.append((inbound, future))
         if self._writer is None:
             self._writer = asyncio.create_task(self._write(), name="pipeline group commit")
+        elif self._gathered is not None and len(self._queue) >= GATHER_TARGET:
+            _settle(self._gathered)
 
     async def _write(self) -> None:
         """Commit what is waiting, group by group, until nothing is; then end (no idle task).
@@ -273,14 +275,18 @@ class Pipeline:
         the time on transactions and keep the service near its limit, where every hiccup shows
         in the latency. Waiting up to GATHER_SECONDS for GATHER_TARGET messages costs each
         message at most that much, like a database's commit delay, and only once the previous
-        group has shown that more are coming.
+        group has shown that more are coming. The wait ends as soon as the target is queued.
         """
-        deadline = asyncio.get_running_loop().time() + GATHER_SECONDS
-        while len(self._queue) < GATHER_TARGET:
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                return
-            await asyncio.sleep(min(left, GATHER_STEP_SECONDS))
+        if len(self._queue) >= GATHER_TARGET:
+            return
+        loop = asyncio.get_running_loop()
+        gathered = self._gathered = loop.create_future()
+        timer = loop.call_later(GATHER_SECONDS, _settle, gathered)
+        try:
+            await gathered
+        finally:
+            timer.cancel()
+            self._gathered = None
 
     async def _commit_group(self, group: list[_Waiting]) -> None:
         try:
@@ -487,6 +493,11 @@ async def _let_arrivals_join() -> None:
 
 
 _JOIN_TURNS = 4
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _source_of(inbound: Inbound) -> str | None:

@@ -9,10 +9,13 @@ The other is a WAL checkpoint: SQLite runs one inside the commit that fills the 
 limit, and it syncs the database file to disk, stalling the event loop for tens of milliseconds
 every few dozen commits. So this connection turns automatic checkpoints off and, every few dozen
 commits, runs a passive checkpoint on its own connection in a worker thread (SQLite releases the
-GIL while it writes and syncs). The next transaction waits for it without blocking the loop, so
-it begins on a fully copied WAL and SQLite starts the WAL over; the file stays a few megabytes.
-(Letting the writer run on while the WAL grows measured worse: on ext4 the checkpoint's syncs then
-stall the appends to the growing file, and the latency tail at 500 messages a second grew by half.)
+GIL while it writes and syncs). Transactions go on meanwhile, except after every few checkpoints:
+then the next transaction waits for it without blocking the loop, so that it begins on a fully
+copied WAL and SQLite starts the WAL over. The checkpoints before it have copied most of the WAL,
+so that wait is short, and the WAL file stays at the size a few checkpoints' worth of commits
+take. (Waiting after every checkpoint left the event loop idle for about a tenth of the time
+under full load; never waiting lets the WAL grow without bound while messages keep coming, and
+on ext4 the checkpoint's syncs then stall the appends to the growing file.)
 Durability is the same as before: with WAL and synchronous=NORMAL a commit survives the process
 crashing; a power loss may lose the last commits since the WAL was last synced, which each
 checkpoint does.
@@ -33,7 +36,8 @@ log = logging.getLogger(__name__)
 
 LOCK_WAIT_SECONDS = 30.0
 COMMITS_PER_CHECKPOINT = 32
-WAL_SIZE_LIMIT = 4 * 1024 * 1024  # the file, once a checkpoint let it start over
+CHECKPOINTS_PER_RESTART = 4  # every this many, the next transaction waits and the WAL starts over
+WAL_SIZE_LIMIT = 16 * 1024 * 1024  # the file, once a checkpoint let it start over
 
 
 class _InlineQueue:
@@ -61,13 +65,17 @@ class InlineConnection(aiosqlite.Connection):
         self._tx = _InlineQueue()  # type: ignore[assignment]
         self._path = path
         self._commits = 0
+        self._checkpoints = 0
         self._checkpoint: asyncio.Future[None] | None = None
+        self._restart_after_checkpoint = False
 
     async def commit(self) -> None:
         await super().commit()
         self._commits += 1
         if self._path and self._commits % COMMITS_PER_CHECKPOINT == 0 and (
                 self._checkpoint is None or self._checkpoint.done()):
+            self._checkpoints += 1
+            self._restart_after_checkpoint = self._checkpoints % CHECKPOINTS_PER_RESTART == 0
             self._checkpoint = asyncio.get_running_loop().run_in_executor(None, checkpoint, self._path)
 
     async def begin_immediate(self) -> None:
@@ -77,9 +85,9 @@ class InlineConnection(aiosqlite.Connection):
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not self._running or not self._connection:
             raise ValueError("Connection closed")
-        if (self._checkpoint is not None and not self._checkpoint.done() and args and isinstance(args[0], str)
-                and args[0].startswith("BEGIN")):
-            # The next transaction starts once the checkpoint is done: only a transaction that
+        if (self._restart_after_checkpoint and self._checkpoint is not None and not self._checkpoint.done()
+                and args and isinstance(args[0], str) and args[0].startswith("BEGIN")):
+            # This transaction starts once the checkpoint is done: only a transaction that
             # begins on a fully copied WAL lets SQLite start the WAL over, which keeps it small.
             await asyncio.shield(self._checkpoint)
         deadline = time.monotonic() + LOCK_WAIT_SECONDS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -12,7 +13,7 @@ from bot.clock import SystemClock
 from bot.console.stage import HandoffStage
 from bot.message_path import build_flow_engine, build_stages
 from bot.messages import Inbound, InboundKind
-from bot.pipeline import Pipeline, PipelineOverloaded
+from bot.pipeline import GATHER_TARGET, Pipeline, PipelineOverloaded
 from bot.understanding import build_router
 from storage.db import make_engine, make_sessionmaker
 from storage.models import Conversation, Customer, Message, StageChange
@@ -172,6 +173,36 @@ async def test_started_messages_settle_after_their_after_commit_work_and_in_orde
     amy = await messages(sqlite_url, "o-amy")
     assert [m.platform_msg_id for m in amy if m.direction == "in"] == ["msg:1", "msg:2"]
     assert len(pipeline._locks) == 0 and pipeline._in_flight == 0
+
+
+async def test_a_busy_writer_waits_for_a_small_group_to_grow_and_no_longer_once_it_has(pipeline, monkeypatch):
+    """While busy, a group smaller than the target waits up to the commit delay for more; it is
+    stored as soon as the target is queued, without waiting the delay out."""
+    monkeypatch.setattr("bot.pipeline.GATHER_SECONDS", 0.3)
+    loop = asyncio.get_running_loop()
+    started: dict[str, list[asyncio.Future]] = {}
+
+    def then_start(name: str, count: int) -> Callable[[object], None]:
+        # Queued as the group before commits: the writer, busy, finds them waiting.
+        return lambda _: started.setdefault(name, [
+            pipeline.start(text(f"o-{name}{i}", "几点开门", f"msg:{name}{i}")) for i in range(count)])
+
+    first = [pipeline.start(text(f"o-a{i}", "几点开门", f"msg:a{i}")) for i in range(3)]
+    first[-1].add_done_callback(then_start("b", 2))
+    await asyncio.gather(*first)
+    began = loop.time()
+    await asyncio.sleep(0.01)
+    started["b"][-1].add_done_callback(then_start("c", 2))
+    await asyncio.gather(*started["b"])
+    assert loop.time() - began >= 0.25  # two are fewer than the target: they waited for more
+
+    await asyncio.sleep(0.05)  # the next two wait for their group to grow
+    batches = pipeline.stats.batches
+    began = loop.time()
+    rest = [pipeline.start(text(f"o-d{i}", "几点开门", f"msg:d{i}")) for i in range(GATHER_TARGET - 2)]
+    await asyncio.gather(*started["c"], *rest)
+    assert loop.time() - began < 0.2  # stored once the target was queued
+    assert pipeline.stats.batches == batches + 1
 
 
 async def test_times_stored_by_a_group_compare_equal_to_the_same_time_in_a_query(pipeline, sqlite_url):
