@@ -7,16 +7,19 @@ One run starts, on 127.0.0.1:
     the signature, parses and answers, storing nothing;
 and puts the same signed text-message load ("几点开门", a fresh MsgId per request, 1,000
 customers) on each from a separate load-generator process (this file in --load mode):
-  * closed loop: --concurrency keep-alive connections sending back to back for --duration s;
+  * closed loop: --concurrency keep-alive connections sending back to back for --duration s,
+    in --rounds rounds (default 3) with the two servers taking turns to go first, so that a
+    machine whose speed drifts between phases moves both alike;
   * open loop: a fixed timetable at --rate requests/s for --duration s; latency is measured
     from each request's scheduled send time, so queueing is not hidden (coordinated omission).
 
 It prints requests, errors, req/s, p50 and p99 per server and phase, the full/minimal
-throughput ratio and whether the targets are met (ratio >= 50 %, p99 < 50 ms at 500 req/s).
+throughput ratio over all rounds (and by round) and whether the targets are met (ratio >= 50 %,
+p99 < 50 ms at 500 req/s).
 These are figures, not assertions: the exit status is 0 whenever the run completes.
 Progress goes to stderr; with --json the last stdout line is one JSON object.
 
-    .venv/bin/python bench/webhook.py [--duration 10] [--rate 500] [--concurrency 32] [--json]
+    .venv/bin/python bench/webhook.py [--duration 10] [--rounds 3] [--rate 500] [--concurrency 32] [--json]
 """
 
 from __future__ import annotations
@@ -366,19 +369,21 @@ def orchestrate(args: argparse.Namespace) -> int:
         targets = {"full": f"http://{HOST}:{service_port}", "minimal": f"http://{HOST}:{minimal_port}"}
         pids = {"full": service.pid, "minimal": minimal.pid}
         results: list[dict[str, Any]] = []
-        seed = 0
-        for phase in ("closed", "open"):
-            for server in ("minimal", "full"):
-                seed += 1
-                what = (f"{args.concurrency} connections, {args.duration:g} s" if phase == "closed"
-                        else f"{args.rate:g} req/s for {args.duration:g} s")
-                log(f"{server}: {phase} loop ({what}, {args.warmup:g} s warm-up)")
-                row = load_phase(targets[server], phase, args, seed, 1 if pin else None, pids[server])
-                row.update(server=server, phase=phase)
-                results.append(row)
-                log(f"{server}: {phase}: {row['ok']} ok, {row['errors']} errors, {row['rps']} req/s, "
-                    f"p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, "
-                    f"server CPU {row['server_cpu_ms_per_request']} ms/request")
+        # The closed loop runs in rounds, the two servers taking turns to go first: on a shared
+        # machine whose speed drifts over minutes, a ratio of back-to-back phases drifts with it.
+        phases = [("closed", round_, server) for round_ in range(1, args.rounds + 1)
+                  for server in (("minimal", "full") if round_ % 2 else ("full", "minimal"))]
+        phases += [("open", 1, "minimal"), ("open", 1, "full")]
+        for seed, (phase, round_, server) in enumerate(phases, start=1):
+            what = (f"round {round_} of {args.rounds}, {args.concurrency} connections, {args.duration:g} s"
+                    if phase == "closed" else f"{args.rate:g} req/s for {args.duration:g} s")
+            log(f"{server}: {phase} loop ({what}, {args.warmup:g} s warm-up)")
+            row = load_phase(targets[server], phase, args, seed, 1 if pin else None, pids[server])
+            row.update(server=server, phase=phase, round=round_)
+            results.append(row)
+            log(f"{server}: {phase}: {row['ok']} ok, {row['errors']} errors, {row['rps']} req/s, "
+                f"p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, "
+                f"server CPU {row['server_cpu_ms_per_request']} ms/request")
     except (RuntimeError, subprocess.SubprocessError) as error:
         log(f"failed: {error}")
         service_log.close()
@@ -395,37 +400,53 @@ def orchestrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def closed_total(results: list[dict[str, Any]], server: str) -> dict[str, Any]:
+    """One server's closed-loop rounds together: requests/s over all of them, CPU per request."""
+    rounds = [r for r in results if r["server"] == server and r["phase"] == "closed"]
+    ok, seconds = sum(r["ok"] for r in rounds), sum(r["seconds"] for r in rounds)
+    cpu = [r["server_cpu_ms_per_request"] * r["ok"] for r in rounds if r["server_cpu_ms_per_request"] is not None]
+    return {"ok": ok, "rps": round(ok / seconds, 1) if seconds else 0.0,
+            "server_cpu_ms_per_request": round(sum(cpu) / ok, 3) if ok and len(cpu) == len(rounds) else None}
+
+
 def report(results: list[dict[str, Any]], args: argparse.Namespace, cpus: int, pin: bool) -> None:
-    by = {(r["server"], r["phase"]): r for r in results}
+    by = {(r["server"], r["phase"]): r for r in results if r["phase"] == "open"}
     print(f"Official Account callback, text message \"{TEXT}\" → passive reply; {CUSTOMERS} customers, "
           f"fresh MsgId per request; 127.0.0.1")
     placement = ("servers pinned to CPU 0, load generator to CPU 1" if pin
                  else "servers and load generator share all of them")
     print(f"machine: {cpus} CPU(s), {placement}; figures are for this machine only")
     print(f"event loop of both servers: {args.event_loop}")
-    print(f"closed loop: {args.concurrency} keep-alive connections for {args.duration:g} s; "
-          f"open loop: {args.rate:g} req/s for {args.duration:g} s, latency from the scheduled send time")
+    print(f"closed loop: {args.concurrency} keep-alive connections for {args.duration:g} s per server and round, "
+          f"{args.rounds} round(s); open loop: {args.rate:g} req/s for {args.duration:g} s, "
+          "latency from the scheduled send time")
     print()
-    header = (f"{'server':<8} {'phase':<7} {'requests':>9} {'errors':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+    header = (f"{'server':<8} {'phase':<9} {'requests':>9} {'errors':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
               f"{'CPU ms/req':>10}")
     print(header)
     print("-" * len(header))
     for r in results:
-        print(f"{r['server']:<8} {r['phase']:<7} {r['requests']:>9} {r['errors']:>7} {r['rps']:>9.1f} "
+        phase = f"closed {r['round']}" if r["phase"] == "closed" else r["phase"]
+        print(f"{r['server']:<8} {phase:<9} {r['requests']:>9} {r['errors']:>7} {r['rps']:>9.1f} "
               f"{fmt(r['p50_ms']):>8} {fmt(r['p99_ms']):>8} {cpu_text(r['server_cpu_ms_per_request']):>10}")
     for r in results:
         if r["error_kinds"]:
             print(f"  {r['server']} {r['phase']} errors: "
                   + ", ".join(f"{k}: {v}" for k, v in sorted(r["error_kinds"].items())))
     print()
-    full_c, min_c, full_o = by[("full", "closed")], by[("minimal", "closed")], by[("full", "open")]
+    full_c, min_c, full_o = closed_total(results, "full"), closed_total(results, "minimal"), by[("full", "open")]
     ratio = full_c["rps"] / min_c["rps"] if min_c["rps"] else None
+    rounds = {(r["server"], r["round"]): r["rps"] for r in results if r["phase"] == "closed"}
+    per_round = [rounds[("full", n)] / rounds[("minimal", n)] for n in range(1, args.rounds + 1)
+                 if rounds[("minimal", n)]]
     ratio_met = ratio is not None and ratio >= TARGET_RATIO
     open_met = (full_o["p99_ms"] is not None and full_o["p99_ms"] < TARGET_P99_MS and full_o["errors"] == 0
                 and full_o["rps"] >= 0.95 * args.rate)
     ratio_text = "-" if ratio is None else f"{ratio:.1%}"
-    print(f"full / minimal throughput (closed loop): {ratio_text}  "
+    print(f"full / minimal throughput (closed loop, all rounds): {ratio_text}  "
           f"target >= {TARGET_RATIO:.0%}: {'met' if ratio_met else 'NOT met'}")
+    if args.rounds > 1:
+        print("  by round: " + ", ".join(f"{value:.1%}" for value in per_round))
     print(f"full pipeline at {args.rate:g} req/s: p99 {fmt(full_o['p99_ms'])} ms, {full_o['rps']:.1f} req/s, "
           f"{full_o['errors']} errors  target p99 < {TARGET_P99_MS:g} ms: {'met' if open_met else 'NOT met'}")
     full_cpu, min_cpu = full_c["server_cpu_ms_per_request"], min_c["server_cpu_ms_per_request"]
@@ -439,8 +460,10 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, cpus: int, p
     if args.json:
         print(json.dumps({"cpus": cpus, "pinned": pin, "event_loop": args.event_loop,
                           "duration_s": args.duration, "rate": args.rate,
-                          "concurrency": args.concurrency, "results": results,
+                          "concurrency": args.concurrency, "rounds": args.rounds, "results": results,
+                          "closed_loop": {"full": full_c, "minimal": min_c},
                           "ratio": None if ratio is None else round(ratio, 4),
+                          "ratio_by_round": [round(value, 4) for value in per_round],
                           "targets": {"ratio_ge_50pct": ratio_met, "p99_lt_50ms_at_rate": open_met}},
                          ensure_ascii=False))
 
@@ -451,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
                     "against a minimal aiohttp + wechatpy handler, closed loop and open loop.")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured phase (default 10)")
     parser.add_argument("--rate", type=float, default=500.0, help="open-loop requests/s (default 500)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="closed-loop rounds, the servers taking turns to go first (default 3)")
     parser.add_argument("--concurrency", type=int, default=32, help="closed-loop connections (default 32)")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds before each phase (default 2)")
     parser.add_argument("--max-requests", type=int, default=200_000,
@@ -470,9 +495,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.duration > 600 or args.rate <= 0 or args.rate > 20_000 \
             or not 1 <= args.concurrency <= 512 or args.warmup < 0 or args.warmup > 60 \
-            or not 1 <= args.max_requests <= 10_000_000:
+            or not 1 <= args.max_requests <= 10_000_000 or not 1 <= args.rounds <= 20:
         parser.error("bounds: 0 < duration <= 600, 0 < rate <= 20000, 1 <= concurrency <= 512, "
-                     "0 <= warmup <= 60, 1 <= max-requests <= 10000000")
+                     "0 <= warmup <= 60, 1 <= max-requests <= 10000000, 1 <= rounds <= 20")
 
     if args.minimal_server:
         run_minimal_server(args.minimal_server, args.event_loop)
