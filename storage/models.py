@@ -62,22 +62,9 @@ def _in_utc(value: datetime) -> datetime:
 
 
 def _sqlite_text(value: datetime | None) -> str | None:
-    """The text SQLAlchemy's SQLite DATETIME stores ("2026-01-31 09:30:00.000000"), in one C call,
-    remembered for a while: a message binds its arrival and its handling time to several columns
-    (its own row, its answer's, the customer's, the conversation's)."""
-    if value is None:
-        return None
-    text = _recent_texts.get(value)
-    if text is None:
-        if len(_recent_texts) >= _RECENT_TEXTS:
-            _recent_texts.clear()
-        text = _recent_texts[value] = _in_utc(value).isoformat(" ", "microseconds")[:26]  # without "+00:00"
-    return text
-
-
-# Equal datetimes are equal whatever their zone, and so is their UTC text.
-_recent_texts: dict[datetime, str] = {}
-_RECENT_TEXTS = 1024
+    """The text SQLAlchemy's SQLite DATETIME stores ("2026-01-31 09:30:00.000000"), in one C call:
+    the message path binds several datetimes per message."""
+    return None if value is None else _in_utc(value).isoformat(" ", "microseconds")[:26]  # without "+00:00"
 
 
 class Base(DeclarativeBase):

@@ -218,9 +218,8 @@ async def test_times_stored_by_a_group_compare_equal_to_the_same_time_in_a_query
 
 
 async def test_one_instant_in_any_zone_is_stored_as_the_same_utc_time(pipeline, sqlite_url):
-    """The group writer remembers the text of times it has bound: a time given in China's zone
-    and the same instant in UTC are stored alike, and a different instant is not mistaken for
-    them."""
+    """The group writer binds times as SQLite's UTC text itself: a time given in China's zone and
+    the same instant in UTC are stored alike, and a microsecond later is not."""
     instant = datetime(2026, 3, 1, 9, 30, 15, 250, tzinfo=UTC)
     in_beijing = instant.astimezone(timezone(timedelta(hours=8)))
     later = instant + timedelta(microseconds=1)
