@@ -66,8 +66,7 @@ class InlineConnection(aiosqlite.Connection):
         self._path = path
         self._commits = 0
         self._checkpoints = 0
-        self._checkpoint: asyncio.Future[None] | None = None
-        self._restart_after_checkpoint = False
+        self._checkpoint: asyncio.Future[None] | None = None  # the latest, the `_checkpoints`th
 
     async def commit(self) -> None:
         await super().commit()
@@ -75,7 +74,6 @@ class InlineConnection(aiosqlite.Connection):
         if self._path and self._commits % COMMITS_PER_CHECKPOINT == 0 and (
                 self._checkpoint is None or self._checkpoint.done()):
             self._checkpoints += 1
-            self._restart_after_checkpoint = self._checkpoints % CHECKPOINTS_PER_RESTART == 0
             self._checkpoint = asyncio.get_running_loop().run_in_executor(None, checkpoint, self._path)
 
     async def begin_immediate(self) -> None:
@@ -85,7 +83,8 @@ class InlineConnection(aiosqlite.Connection):
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not self._running or not self._connection:
             raise ValueError("Connection closed")
-        if (self._restart_after_checkpoint and self._checkpoint is not None and not self._checkpoint.done()
+        if (self._checkpoint is not None and not self._checkpoint.done()
+                and self._checkpoints % CHECKPOINTS_PER_RESTART == 0
                 and args and isinstance(args[0], str) and args[0].startswith("BEGIN")):
             # This transaction starts once the checkpoint is done: only a transaction that
             # begins on a fully copied WAL lets SQLite start the WAL over, which keeps it small.
