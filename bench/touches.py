@@ -45,15 +45,15 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy import insert
 
-from bot.channels.wechat_api import WechatApi
-from bot.channels.wechat_mp import WechatMpSender
+from bot.channels.wechat_mp.api import WechatApi
+from bot.channels.wechat_mp.callback import WechatMpSender
 from bot.clock import SystemClock
-from bot.touch_dispatch import dispatch_due_touches
-from bot.touch_policy import UNLIMITED, TouchPolicySettings
-from bot.touches import enqueue_touches
+from bot.outbox.dispatch import dispatch_due_touches
+from bot.outbox.policy import UNLIMITED, TouchPolicySettings
 from storage.db import make_engine, make_sessionmaker
 from storage.migrate import upgrade
 from storage.models import Customer
+from storage.touches import enqueue_touches
 
 APP_ID, APP_SECRET = "wxbench", "bench-secret"
 CUSTOMERS = 1000

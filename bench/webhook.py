@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any, get_args
 
-from bot.event_loop import EventLoopName, new_event_loop
+from bot.app.event_loop import EventLoopName, new_event_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"

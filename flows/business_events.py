@@ -29,14 +29,14 @@ from sqlalchemy import case, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.privacy import mask
-from bot.timezones import check_zone_name
 from flows import lifecycle, points
 from flows.lifecycle_settings import LifecycleSettings, PointsSettings
 from flows.reactions import NoReactions, Reactions
+from flows.timezones import check_zone_name
 from storage.conversations import log_event, new_customer
 from storage.db import is_retryable
 from storage.models import BusinessEvent, Customer, Order
+from storage.privacy import mask
 
 log = logging.getLogger(__name__)
 

@@ -24,15 +24,15 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.messages import EventKind, InboundKind, Reply
-from bot.turn import Turn
 from flows import runs as store
 from flows.conditions import Condition
 from flows.definitions import Flow, Step
 from flows.durations import parse_duration
 from flows.lifecycle_settings import PointsSettings
+from flows.turn import Turn
 from flows.variables import FlowVariables
 from handlers.matching import Action
+from handlers.messages import EventKind, InboundKind, Reply
 from handlers.router import render
 from handlers.typed_answers import NOT_AN_ANSWER, parse_answer
 from storage.conversations import log_event
@@ -390,7 +390,7 @@ class FlowEngine:
         if context.turn is not None and text is not None and not (step.news or step.image):
             context.turn.replies.append(Reply(text, intent=f"flow:{run.flow}", source="flow"))
             return
-        from bot.touches import enqueue_touch
+        from storage.touches import enqueue_touch
 
         body: dict[str, Any]
         if step.news:
@@ -431,7 +431,7 @@ class FlowEngine:
                 await move_stage(session, customer, step.stage or "", step.reason or f"flow {flow.name}", now,
                                  self)
         elif step.type == "handoff":
-            from bot.handoff import escalate_customer
+            from flows.handoff import escalate_customer
 
             await escalate_customer(session, customer, step.reason or f"flow {flow.name}",
                                     f"flow:{flow.name}", now)
@@ -439,7 +439,7 @@ class FlowEngine:
                 await self._send(context, run, flow, step, run.step)
 
     async def _exit(self, context: _Context, run: FlowRun, reason: str) -> None:
-        from bot.touches import cancel_touches
+        from storage.touches import cancel_touches
 
         await cancel_touches(context.session, customer_id=run.customer_id, flow_run_id=run.id,
                              reason=f"flow {run.flow} ended: {reason}")

@@ -18,10 +18,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.messages import EventKind, InboundKind
-from bot.turn import Turn
 from flows.lifecycle_settings import LifecycleSettings
 from flows.reactions import NoReactions, Reactions
+from flows.turn import Turn
+from handlers.messages import EventKind, InboundKind
 from storage.conversations import log_event
 from storage.lifecycle_models import SweepLock
 from storage.models import Customer, Event, Order, StageChange, Touch, UTCDateTime

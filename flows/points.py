@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Table, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.timezones import zone_or_default
 from flows.lifecycle_settings import PointsSettings
+from flows.timezones import zone_or_default
 from storage.models import Customer, PointsEntry, UTCDateTime
 
 EXPIRED_REASON = "积分过期"

@@ -8,8 +8,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.pipeline import DEFAULT_NICKNAME
 from storage.models import Customer, FlowRun
+
+# How a customer is addressed before the platform tells us their name.
+DEFAULT_NICKNAME = "亲"
 
 
 class FlowVariables:

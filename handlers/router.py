@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from bot.messages import EventKind, Inbound, InboundKind, Reply
 from handlers.matching import Action, Match, Matcher
+from handlers.messages import EventKind, Inbound, InboundKind, Reply
 
 FALLBACK_INTENT = "fallback"
 

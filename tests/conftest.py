@@ -14,8 +14,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from bot.app import create_app
-from bot.config import RuleSettings, Settings, load_settings
+from bot.app.web import create_app
+from bot.config.settings import RuleSettings, Settings, load_settings
 from storage.migrate import upgrade
 from storage.schema import metadata
 from tests.support.fake_wechat_api import FakeWechatApi
@@ -123,9 +123,9 @@ def _build_each_router_once() -> Iterator[None]:
     """Training the intent classifier takes seconds; a router is immutable, so tests share one per config."""
     import sys
 
-    import bot.understanding
+    import bot.app.understanding
 
-    original = bot.understanding.build_router
+    original = bot.app.understanding.build_router
     built: dict[str, Any] = {}
 
     def cached(settings: Settings) -> Any:

@@ -18,15 +18,16 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import select
 
-from bot import handoff, keys
+from bot.app import keys
 from bot.console import auth, views
 from bot.console.auth import Identity, Role
 from bot.console.hub import ConsoleHub
 from bot.console.settings import StaffSettings
-from bot.handoff import State, TransitionError
-from bot.messages import Reply
-from bot.privacy import mask
+from flows import handoff
+from flows.handoff import State, TransitionError
+from handlers.messages import Reply
 from storage.models import Conversation, Customer, Message
+from storage.privacy import mask
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bot.timezones import check_zone_name
+from flows.timezones import check_zone_name
 
 _CODE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")

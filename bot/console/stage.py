@@ -7,13 +7,13 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 
-from bot import handoff
 from bot.console.hours import escalation_notice
 from bot.console.settings import StaffSettings
-from bot.handoff import Reason, State
-from bot.messages import InboundKind, Reply
-from bot.turn import Turn
+from flows import handoff
+from flows.handoff import Reason, State
+from flows.turn import Turn
 from handlers.matching import Action
+from handlers.messages import InboundKind, Reply
 from storage.models import Customer
 
 _NOISE = re.compile(r"[\s\W_]+", re.UNICODE)

@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.console.hours import wait_notice
 from bot.console.settings import StaffSettings
-from bot.handoff import State
-from bot.messages import Reply
-from bot.outbox import Outbox
+from bot.outbox.outbox import Outbox
+from flows.handoff import State
+from handlers.messages import Reply
 from storage.models import Conversation, Customer, Message
 
 log = logging.getLogger(__name__)

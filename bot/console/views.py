@@ -10,9 +10,9 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.console.auth import Identity
-from bot.handoff import State, first_response_seconds
-from bot.privacy import mask
+from flows.handoff import State, first_response_seconds
 from storage.models import Conversation, Customer, Message, Order, PointsEntry, SurveyResponse
+from storage.privacy import mask
 from storage.staff_models import ConversationChange, StaffAccount
 
 TRANSCRIPT_LIMIT = 200

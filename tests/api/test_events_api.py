@@ -6,8 +6,8 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from bot.app import create_app
-from bot.events_api import EVENT_REACTIONS, MAX_EVENTS
+from bot.api.events import EVENT_REACTIONS, MAX_EVENTS
+from bot.app.web import create_app
 from storage.models import BusinessEvent, Customer, Order, PointsEntry, StageChange
 from tests.support.db import customer_row, rows
 from tests.support.lifecycle import FixedClock, RecordingReactions, add_customers, database

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.customer_locks import CustomerLocks
+from bot.pipeline.customer_locks import CustomerLocks
 
 
 async def test_holders_of_one_key_take_turns_in_arrival_order_and_other_keys_do_not_wait() -> None:

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from bot import handoff
 from bot.console.auth import add_staff
 from bot.console.hours import describe, escalation_notice, is_open, next_open, wait_notice
 from bot.console.settings import BusinessHours, StaffSettings
-from bot.handoff import Reason, TransitionError
+from flows import handoff
+from flows.handoff import Reason, TransitionError
 from storage import conversations as store
 from storage.db import make_engine, make_sessionmaker
 from storage.models import Conversation

@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from sqlalchemy import func, select
 
+from bot.app.services import build_flow_engine, build_stages
+from bot.app.understanding import build_router
 from bot.clock import SystemClock
 from bot.console.stage import HandoffStage
-from bot.message_path import build_flow_engine, build_stages
-from bot.messages import Inbound, InboundKind
-from bot.pipeline import GATHER_TARGET, Pipeline, PipelineOverloaded
-from bot.understanding import build_router
+from bot.pipeline.pipeline import GATHER_TARGET, Pipeline, PipelineOverloaded
+from handlers.messages import Inbound, InboundKind
 from storage.db import make_engine, make_sessionmaker
 from storage.models import Conversation, Customer, Message, StageChange
 from tests.support.db import events, messages, rows
@@ -178,7 +178,7 @@ async def test_started_messages_settle_after_their_after_commit_work_and_in_orde
 async def test_a_busy_writer_waits_for_a_small_group_to_grow_and_no_longer_once_it_has(pipeline, monkeypatch):
     """While busy, a group smaller than the target waits up to the commit delay for more; it is
     stored as soon as the target is queued, without waiting the delay out."""
-    monkeypatch.setattr("bot.pipeline.GATHER_SECONDS", 0.3)
+    monkeypatch.setattr("bot.pipeline.pipeline.GATHER_SECONDS", 0.3)
     loop = asyncio.get_running_loop()
     started: dict[str, list[asyncio.Future]] = {}
 

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import update
 
+from bot.app.services import build_flow_engine, build_stages
+from bot.app.understanding import build_router
 from bot.clock import SystemClock
-from bot.message_path import build_flow_engine, build_stages
-from bot.messages import Inbound, InboundKind
-from bot.pipeline import Pipeline
-from bot.understanding import build_router
+from bot.pipeline.pipeline import Pipeline
+from handlers.messages import Inbound, InboundKind
 from storage.db import make_engine, make_sessionmaker
 from storage.models import Conversation, FlowRun
 from tests.support.db import customer_row, messages

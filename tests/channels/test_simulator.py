@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bot.app import create_app
+from bot.app.web import create_app
 from tests.support.db import customer_row, messages
 
 ROOT = Path(__file__).resolve().parents[2]

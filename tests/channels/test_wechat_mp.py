@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from bot import keys
+from bot.app import keys
 from tests.support.db import customer_row, events, messages
 from tests.support.wechat import ACCOUNT, event_xml, message_xml, sha1_signature, text_xml
 

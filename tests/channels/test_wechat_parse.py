@@ -9,7 +9,11 @@ from wechatpy import parse_message
 from wechatpy.replies import TextReply
 
 from bot.channels.wechat_crypto import _cdata
-from bot.channels.wechat_mp import _plain_message_fields, parse_callback, passive_text_reply
+from bot.channels.wechat_mp.callback import (
+    _plain_message_fields,
+    parse_callback,
+    passive_text_reply,
+)
 from tests.support.wechat import event_xml, message_xml, text_xml
 
 PLAIN = {

@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from bot.app import create_app
-from bot.config import Settings
+from bot.app.web import create_app
+from bot.config.settings import Settings
 from tests.conftest import settings_for
 from tests.console.support import Staff, create_staff, login
 from tests.support.fake_wechat_api import FakeWechatApi

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from bot import keys
+from bot.app import keys
 from bot.console.sweeper import sweep_unclaimed
 from storage.models import Conversation
 from storage.staff_models import ConversationChange

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot import handoff, keys
-from bot.app import FLOWS, SENDERS, create_app
+from bot.app import keys
+from bot.app.web import FLOWS, SENDERS, create_app
 from bot.console.auth import add_staff
-from bot.touch_dispatch import dispatch_due_touches
+from bot.outbox.dispatch import dispatch_due_touches
+from flows import handoff
 from flows.lifecycle import lifecycle_sweep
 from storage.models import Conversation, Customer, FlowRun, Touch
 from tests.conftest import settings_for

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from bot.config import load_settings
-from bot.messages import EventKind, Inbound, InboundKind
-from bot.pipeline import Pipeline
-from bot.understanding import build_router
+from bot.app.understanding import build_router
+from bot.config.settings import load_settings
+from bot.pipeline.pipeline import Pipeline
 from flows.definitions import Flow
 from flows.engine import FlowEngine
+from handlers.messages import EventKind, Inbound, InboundKind
 from storage.db import make_engine, make_sessionmaker
 from storage.models import Customer, FlowRun, SurveyResponse, Touch
 from tests.support.clock import FakeClock

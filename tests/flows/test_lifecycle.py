@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from bot.messages import EventKind, Inbound, InboundKind
-from bot.pipeline import Pipeline
-from bot.understanding import build_router
+from bot.app.understanding import build_router
+from bot.pipeline.pipeline import Pipeline
 from flows import lifecycle
 from flows.lifecycle import LifecycleStage
 from flows.lifecycle_settings import LifecycleSettings
+from handlers.messages import EventKind, Inbound, InboundKind
 from storage.models import Customer, StageChange
 from tests.support.db import customer_row, rows
 from tests.support.lifecycle import NOW, FixedClock, RecordingReactions, add_customers, database

@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from bot.config import load_settings
+from bot.config.settings import load_settings
 from handlers.matching import Action, Matcher
 from handlers.nlu.engine import IntentEngine, build_matcher
 from handlers.nlu.settings import FaqEntry, IntentSpec, NluSettings

@@ -13,7 +13,7 @@ from handlers.nlu.eval import (
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    from bot.cli import main
+    from bot.cli.main import main
 
     try:
         code = main(list(argv))

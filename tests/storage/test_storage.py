@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+from bot.app.understanding import build_router
 from bot.clock import SystemClock
-from bot.config import Settings
-from bot.messages import EventKind, Inbound, InboundKind
-from bot.pipeline import Pipeline
-from bot.understanding import build_router
+from bot.config.settings import Settings
+from bot.pipeline.pipeline import Pipeline
+from handlers.messages import EventKind, Inbound, InboundKind
 from storage.db import make_engine, make_sessionmaker
 from storage.tokens import refresh_token
 from tests.support.db import customer_row, events, messages

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.turn import Turn
+from flows.turn import Turn
 
 
 class Exploding:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
 
-from bot import keys
-from bot.app import SENDERS
+from bot.app import keys
+from bot.app.web import SENDERS
 from bot.clock import SystemClock
-from bot.touch_dispatch import dispatch_due_touches
-from bot.touch_policy import TouchPolicySettings
-from bot.touches import enqueue_touch
+from bot.outbox.dispatch import dispatch_due_touches
+from bot.outbox.policy import TouchPolicySettings
 from storage.models import Touch
+from storage.touches import enqueue_touch
 from tests.support.db import customer_row, events, rows
 from tests.support.wechat import event_xml
 

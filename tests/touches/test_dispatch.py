@@ -10,12 +10,12 @@ import aiohttp
 import pytest
 from sqlalchemy import select, update
 
-from bot.channels.wechat_api import WechatApi
-from bot.channels.wechat_mp import WechatMpSender
-from bot.touch_dispatch import claim_due_touches, dispatch_due_touches
-from bot.touch_policy import TouchPolicySettings
-from bot.touches import enqueue_touch
+from bot.channels.wechat_mp.api import WechatApi
+from bot.channels.wechat_mp.callback import WechatMpSender
+from bot.outbox.dispatch import claim_due_touches, dispatch_due_touches
+from bot.outbox.policy import TouchPolicySettings
 from storage.models import Conversation, Customer, Message, Touch
+from storage.touches import enqueue_touch
 from tests.support.clock import FakeClock
 from tests.support.wechat import APP_ID, APP_SECRET
 from tests.touches.conftest import T0, add_customer
@@ -200,8 +200,8 @@ async def test_a_touch_leased_by_a_dead_worker_is_retaken_after_the_lease(sessio
 
 
 async def test_a_cancelled_touch_is_dropped_even_after_it_was_claimed(sessions, senders, fake_api) -> None:
-    from bot.touch_dispatch import DispatchStats, claim_touches, deliver_claimed
-    from bot.touches import cancel_touches
+    from bot.outbox.dispatch import DispatchStats, claim_touches, deliver_claimed
+    from storage.touches import cancel_touches
 
     customer_id = await add_customer(sessions, **OPEN)
     touch_id = await enqueue(sessions, customer_id, "mkt", "marketing")

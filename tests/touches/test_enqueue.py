@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from bot.touches import TouchError, cancel_touches, enqueue_touch
 from storage.models import Touch
+from storage.touches import TouchError, cancel_touches, enqueue_touch
 from tests.touches.conftest import T0, add_customer
 
 TEXT = {"type": "text", "text": "您好，您的订单已发货。"}
@@ -71,7 +71,7 @@ async def test_cancel_marks_only_matching_pending_touches_skipped(sessions) -> N
 
 
 async def test_bulk_enqueue_validates_and_ignores_existing_keys(sessions) -> None:
-    from bot.touches import enqueue_touches
+    from storage.touches import enqueue_touches
 
     customer_id = await add_customer(sessions)
     items = [{"customer_id": customer_id, "kind": "marketing", "body": TEXT, "due_at": T0,
@@ -89,7 +89,7 @@ async def test_bulk_enqueue_validates_and_ignores_existing_keys(sessions) -> Non
 
 
 async def test_bulk_enqueue_stores_every_field(sessions) -> None:
-    from bot.touches import enqueue_touches
+    from storage.touches import enqueue_touches
 
     customer_id = await add_customer(sessions)
     template = {"template_id": "TPL", "data": {"thing1": "订单已发货"}, "url": "https://example.com/o/1"}
@@ -114,7 +114,7 @@ async def test_bulk_enqueue_stores_every_field(sessions) -> None:
 
 
 async def test_bulk_enqueue_keeps_the_first_of_a_key_repeated_within_one_call(sessions) -> None:
-    from bot.touches import enqueue_touches
+    from storage.touches import enqueue_touches
 
     customer_id = await add_customer(sessions)
     first = {"customer_id": customer_id, "kind": "service", "body": TEXT, "due_at": T0, "idempotency_key": "same"}
@@ -129,10 +129,10 @@ async def test_bulk_enqueue_keeps_the_first_of_a_key_repeated_within_one_call(se
 
 async def test_bulk_enqueue_refuses_a_bad_touch_in_a_later_chunk_and_keeps_the_session_usable(
         sessions, monkeypatch) -> None:
-    import bot.touches
-    from bot.touches import enqueue_touches
+    import storage.touches
+    from storage.touches import enqueue_touches
 
-    monkeypatch.setattr(bot.touches, "PG_CHUNK", 2)
+    monkeypatch.setattr(storage.touches, "PG_CHUNK", 2)
     customer_id = await add_customer(sessions)
     items = [{"customer_id": customer_id, "kind": "service", "body": TEXT, "due_at": T0,
               "idempotency_key": f"c{n}"} for n in range(5)]

@@ -13,12 +13,12 @@ import pytest
 from aiohttp import web
 from sqlalchemy import select
 
-from bot import keys
-from bot.app import SENDERS, create_app
+from bot.app import keys
+from bot.app.web import SENDERS, create_app
 from bot.clock import SystemClock
-from bot.touch_dispatch import dispatch_due_touches
-from bot.touches import enqueue_touch
+from bot.outbox.dispatch import dispatch_due_touches
 from storage.models import Customer, Message, Touch
+from storage.touches import enqueue_touch
 from tests.conftest import settings_for
 from tests.support.fake_wechat_api import FakeWechatApi
 from tests.support.wechat import APP_ID, APP_SECRET, WechatServer

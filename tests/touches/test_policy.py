@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.touch_policy import (
+from bot.outbox.policy import (
     UNLIMITED,
     Action,
     Decision,

@@ -12,24 +12,24 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from bot import keys
-from bot.background import BackgroundTasks
-from bot.channels.simulator import CHANNEL as SIMULATOR_CHANNEL
-from bot.channels.simulator import SimulatorChannel, SimulatorSender
-from bot.channels.wechat_api import WechatApi
-from bot.channels.wechat_mp import CHANNEL as WECHAT_MP
-from bot.channels.wechat_mp import WechatMpCallback, WechatMpSender
+from bot.api.events import EVENT_REACTIONS, add_event_routes
+from bot.app import keys
+from bot.app.background import BackgroundTasks
+from bot.app.metrics import Metrics
+from bot.app.services import build_flow_engine, build_stages
+from bot.app.understanding import build_router
+from bot.channels.simulator.channel import CHANNEL as SIMULATOR_CHANNEL
+from bot.channels.simulator.channel import SimulatorChannel, SimulatorSender
+from bot.channels.wechat_mp.api import WechatApi
+from bot.channels.wechat_mp.callback import CHANNEL as WECHAT_MP
+from bot.channels.wechat_mp.callback import WechatMpCallback, WechatMpSender
 from bot.clock import Clock, SystemClock
-from bot.config import Settings
+from bot.config.settings import Settings
 from bot.console.routes import CONSOLE_HUB, add_console_routes
 from bot.console.sweeper import sweep_unclaimed
-from bot.events_api import EVENT_REACTIONS, add_event_routes
-from bot.message_path import build_flow_engine, build_stages
-from bot.metrics import Metrics
-from bot.outbox import Outbox, Sender
-from bot.pipeline import Pipeline
-from bot.touch_dispatch import default_worker_id, dispatch_due_touches
-from bot.understanding import build_router
+from bot.outbox.dispatch import default_worker_id, dispatch_due_touches
+from bot.outbox.outbox import Outbox, Sender
+from bot.pipeline.pipeline import Pipeline
 from flows.engine import FlowEngine
 from flows.lifecycle import lifecycle_sweep
 from flows.points import expire_points

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bot.config import ConfigError, Settings, load_settings, resolve_config_path
+from bot.config.settings import ConfigError, Settings, load_settings, resolve_config_path
 
 log = logging.getLogger("siyu")
 
@@ -74,10 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.add_argument("--url", help="database URL (overrides the config and $SIYU_DATABASE_URL)")
     upgrade.set_defaults(func=_db_upgrade)
 
-    from bot.console.cli import add_staff_parser
+    from bot.cli.staff import add_staff_parser
 
     add_staff_parser(commands)
-    from bot.event_import import add_import_parser
+    from bot.cli.import_events import add_import_parser
 
     add_import_parser(commands)
     _add_optional_commands(commands)
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_optional_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     try:
-        from handlers.nlu.eval import add_nlu_parser
+        from bot.cli.nlu_eval import add_nlu_parser
     except ImportError:
         return
     add_nlu_parser(commands)
@@ -133,8 +133,8 @@ def _ready_settings(config: str | None, command: str) -> Settings | None:
 def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from bot.app import create_app
-    from bot.event_loop import new_event_loop
+    from bot.app.event_loop import new_event_loop
+    from bot.app.web import create_app
 
     settings = _ready_settings(args.config, "serve")
     if settings is None:
@@ -149,7 +149,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _chat(args: argparse.Namespace) -> int:
-    from bot.terminal_chat import run_chat
+    from bot.cli.chat import run_chat
 
     settings = _ready_settings(args.config, "chat")
     if settings is None:

@@ -41,12 +41,10 @@ from sqlalchemy import Table, and_, any_, bindparam, insert, or_, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.channels.wechat_api import QUOTA_USED, WINDOW_CLOSED
+from bot.channels.wechat_mp.api import QUOTA_USED, WINDOW_CLOSED
 from bot.clock import Clock
-from bot.handoff import HELD_STATES
-from bot.outbox import DeliveryError, Sender
-from bot.privacy import mask
-from bot.touch_policy import (
+from bot.outbox.outbox import DeliveryError, Sender
+from bot.outbox.policy import (
     Action,
     SentCounts,
     TouchPolicySettings,
@@ -54,9 +52,11 @@ from bot.touch_policy import (
     decide,
     period_starts,
 )
-from bot.touches import TouchStatus
+from flows.handoff import HELD_STATES
 from storage.conversations import NewMessage
 from storage.models import Conversation, Customer, Message, Touch
+from storage.privacy import mask
+from storage.touches import TouchStatus
 
 log = logging.getLogger(__name__)
 

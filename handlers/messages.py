@@ -59,14 +59,3 @@ class Reply:
     text: str
     intent: str | None = None
     source: str = "bot"
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What the pipeline did with one inbound: the replies to deliver and whether it was a retry."""
-
-    replies: list[Reply]
-    message_ids: list[int]
-    duplicate: bool = False
-    # For a retry: how the original answer went out ("passive", "push", "pending", "failed").
-    delivery: str | None = None

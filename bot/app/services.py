@@ -6,12 +6,12 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.config import Settings
+from bot.config.settings import Settings
 from bot.console.stage import HandoffStage
-from bot.touch_policy import ConsentAndWindowStage
-from bot.turn import Stage
+from bot.outbox.policy import ConsentAndWindowStage
 from flows.engine import FlowEngine
 from flows.lifecycle import LifecycleStage
+from flows.turn import Stage
 from flows.variables import FlowVariables
 
 

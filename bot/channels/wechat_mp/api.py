@@ -16,7 +16,7 @@ import aiohttp
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.clock import Clock
-from bot.privacy import mask
+from storage.privacy import mask
 from storage.tokens import read_token, refresh_token
 
 log = logging.getLogger(__name__)

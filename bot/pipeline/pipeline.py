@@ -23,21 +23,22 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.clock import Clock
-from bot.customer_locks import CustomerLocks
-from bot.messages import EventKind, Inbound, InboundKind, Outcome, Reply
-from bot.privacy import mask
-from bot.turn import Stage, Turn
+from bot.pipeline.customer_locks import CustomerLocks
+from bot.pipeline.outcome import Outcome
 from flows import runs
+from flows.turn import Stage, Turn
+from flows.variables import DEFAULT_NICKNAME
+from handlers.messages import EventKind, Inbound, InboundKind, Reply
 from handlers.router import Router
 from storage import conversations as store
 from storage.changed_rows import write_changed
 from storage.db import is_retryable
 from storage.models import Conversation, Customer, Message
+from storage.privacy import mask
 from storage.warm_rows import WarmRows
 
 log = logging.getLogger(__name__)
 
-DEFAULT_NICKNAME = "亲"
 _ATTEMPTS = 3
 # Messages accepted but not answered yet (waiting for their customer, queued or being stored).
 # Beyond this the pipeline refuses new ones at once instead of letting the backlog, and every

@@ -6,13 +6,13 @@ import asyncio
 import sys
 from datetime import UTC, datetime
 
-from bot.channels.simulator import CHANNEL
+from bot.app.services import build_flow_engine, build_stages
+from bot.app.understanding import build_router
+from bot.channels.simulator.channel import CHANNEL
 from bot.clock import SystemClock
-from bot.config import Settings
-from bot.message_path import build_flow_engine, build_stages
-from bot.messages import EventKind, Inbound, InboundKind
-from bot.pipeline import Pipeline
-from bot.understanding import build_router
+from bot.config.settings import Settings
+from bot.pipeline.pipeline import Pipeline
+from handlers.messages import EventKind, Inbound, InboundKind
 from storage.db import make_engine, make_sessionmaker
 
 PROMPT = "你: "

@@ -11,8 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
-from bot import keys
-from bot.http_body import read_limited
+from bot.app import keys
+from bot.app.http_body import read_limited
 from flows.business_events import EventContext, ingest
 from flows.reactions import NoReactions, Reactions
 

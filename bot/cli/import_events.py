@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from bot.config import Settings, load_settings, resolve_config_path
+from bot.config.settings import Settings, load_settings, resolve_config_path
 from flows.business_events import EventContext, ingest_one
 
 BASE_COLUMNS = ("id", "type", "occurred_at", "openid", "unionid", "phone", "data")
@@ -176,7 +176,7 @@ async def import_file(path: Path, fmt: str, settings: Settings, *, progress: int
         sessions = make_sessionmaker(engine)
         if context is None:
             # Imported orders and carts start and end flows exactly as the API's do.
-            from bot.message_path import build_flow_engine
+            from bot.app.services import build_flow_engine
 
             flows = build_flow_engine(settings, sessions)
             await flows.save_versions(SystemClock().now())

@@ -9,7 +9,7 @@ import os
 import sys
 
 from bot.clock import SystemClock
-from bot.config import Settings, load_settings, resolve_config_path
+from bot.config.settings import Settings, load_settings, resolve_config_path
 from bot.console.auth import AccountError, Role, add_staff
 from storage.db import make_engine, make_sessionmaker
 

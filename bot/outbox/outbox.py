@@ -8,9 +8,9 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.messages import Reply
-from bot.privacy import mask
+from handlers.messages import Reply
 from storage.conversations import set_delivery
+from storage.privacy import mask
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.messages import Inbound, Reply
 from handlers.matching import Match
+from handlers.messages import Inbound, Reply
 from storage.conversations import NewMessage
 from storage.models import Conversation, Customer
 

@@ -6,12 +6,12 @@ from aiohttp import ClientSession, web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.background import BackgroundTasks
+from bot.app.background import BackgroundTasks
+from bot.app.metrics import Metrics
 from bot.clock import Clock
-from bot.config import Settings
-from bot.metrics import Metrics
-from bot.outbox import Outbox
-from bot.pipeline import Pipeline
+from bot.config.settings import Settings
+from bot.outbox.outbox import Outbox
+from bot.pipeline.pipeline import Pipeline
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)

@@ -16,10 +16,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bot.app.event_loop import EventLoopName
+from bot.config.toml_lines import index_key_lines, line_of
 from bot.console.settings import StaffSettings
-from bot.event_loop import EventLoopName
-from bot.toml_lines import index_key_lines, line_of
-from bot.touch_policy import TouchPolicySettings
+from bot.outbox.policy import TouchPolicySettings
 from flows.definitions import Flow, flow_problems
 from flows.lifecycle_settings import LifecycleSettings, PointsSettings
 from handlers.nlu.settings import FaqEntry, IntentSpec, NluSettings, check_unique_names

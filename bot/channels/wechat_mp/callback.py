@@ -22,15 +22,16 @@ from wechatpy import parse_message
 from wechatpy.events import BaseEvent
 from wechatpy.messages import MESSAGE_TYPES, BaseMessage, UnknownMessage
 
-from bot.background import BackgroundTasks
-from bot.channels.wechat_api import WechatApi, WechatApiError
+from bot.app.background import BackgroundTasks
+from bot.app.metrics import Metrics
 from bot.channels.wechat_crypto import CryptoError, MessageCrypto, _cdata, signature_matches
+from bot.channels.wechat_mp.api import WechatApi, WechatApiError
 from bot.clock import Clock
-from bot.config import WechatMpSettings
-from bot.messages import EventKind, Inbound, InboundKind, Outcome
-from bot.metrics import Metrics
-from bot.outbox import DeliveryError, Outbox
-from bot.pipeline import Pipeline, PipelineOverloaded
+from bot.config.settings import WechatMpSettings
+from bot.outbox.outbox import DeliveryError, Outbox
+from bot.pipeline.outcome import Outcome
+from bot.pipeline.pipeline import Pipeline, PipelineOverloaded
+from handlers.messages import EventKind, Inbound, InboundKind
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.config import Settings
+from bot.config.settings import Settings
 from handlers.matching import Matcher
 from handlers.nlu.engine import build_matcher
 from handlers.router import ReplyTexts, Router

@@ -15,9 +15,9 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bot.messages import EventKind, InboundKind, Reply
-from bot.timezones import check_zone_name, zone_or_default
-from bot.turn import Turn
+from flows.timezones import check_zone_name, zone_or_default
+from flows.turn import Turn
+from handlers.messages import EventKind, InboundKind, Reply
 from storage.conversations import log_event
 from storage.models import Customer, Touch
 

@@ -11,11 +11,11 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.app.http_body import read_limited
+from bot.app.metrics import Metrics
 from bot.clock import Clock, SystemClock
-from bot.http_body import read_limited
-from bot.messages import EventKind, Inbound, InboundKind
-from bot.metrics import Metrics
-from bot.pipeline import Pipeline
+from bot.pipeline.pipeline import Pipeline
+from handlers.messages import EventKind, Inbound, InboundKind
 from storage.models import Customer, Message
 
 CHANNEL = "simulator"
