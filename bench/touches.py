@@ -49,7 +49,8 @@ from bot.channels.wechat_mp.api import WechatApi
 from bot.channels.wechat_mp.callback import WechatMpSender
 from bot.clock import SystemClock
 from bot.outbox.dispatch import dispatch_due_touches
-from bot.outbox.policy import UNLIMITED, TouchPolicySettings
+from bot.outbox.policy import TouchPolicySettings
+from flows.push_window import UNLIMITED
 from storage.db import make_engine, make_sessionmaker
 from storage.migrate import upgrade
 from storage.models import Customer

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config.settings import Settings
 from bot.console.stage import HandoffStage
-from bot.outbox.policy import ConsentAndWindowStage
+from flows.consent import ConsentAndWindowStage
 from flows.engine import FlowEngine
 from flows.lifecycle import LifecycleStage
 from flows.turn import Stage
@@ -26,7 +26,7 @@ def build_stages(settings: Settings, flows: FlowEngine,
     then staff takeover (which silences the bot), then flows (answers to their questions), then
     the lifecycle, which counts what the customer did once routing has named it."""
     return [
-        ConsentAndWindowStage(settings.touches),
+        ConsentAndWindowStage(settings.touches.unsubscribe_reply, settings.touches.resubscribe_reply),
         HandoffStage(settings.staff, notify),
         flows,
         LifecycleStage(settings.lifecycle, flows),

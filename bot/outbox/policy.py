@@ -3,7 +3,7 @@
 Checks run in the SPEC's order — consent, staff-held conversation, quiet hours, frequency caps,
 the channel's window and quota — each time a touch is about to be sent, not only when it was
 scheduled. `decide` is pure; the dispatcher gathers its inputs under the customer's row lock.
-The inbound side (window opened by the customer's actions, 退订/订阅) is `ConsentAndWindowStage`.
+The inbound side (window opened by the customer's actions, 退订/订阅) is `flows.consent`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from flows.push_window import WINDOW_RULES, window_remaining
 from flows.timezones import check_zone_name, zone_or_default
-from flows.turn import Turn
-from handlers.messages import EventKind, InboundKind, Reply
-from storage.conversations import log_event
 from storage.models import Customer, Touch
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
@@ -50,76 +48,6 @@ class TouchPolicySettings(BaseModel):
     @classmethod
     def _known_zone(cls, name: str) -> str:
         return check_zone_name(name)
-
-
-# ---- the channel's window, as WeChat counts it ----------------------------------------------
-
-class WindowAction(StrEnum):
-    MESSAGE = "message"  # the customer sent a message
-    MENU = "menu"  # clicked a click/scancode menu
-    FOLLOW = "follow"  # followed the account or scanned a QR code
-    PAYMENT = "payment"  # paid
-
-
-UNLIMITED = -1  # window_quota for a window without a message limit (after a payment)
-
-# (messages, duration) per action; WECHAT.md, Sending (official doc since 2023-06-12).
-WINDOW_RULES: dict[str, dict[WindowAction, tuple[int, timedelta]]] = {
-    "wechat_mp": {
-        WindowAction.MESSAGE: (5, timedelta(hours=48)),
-        WindowAction.MENU: (3, timedelta(minutes=1)),
-        WindowAction.FOLLOW: (3, timedelta(minutes=1)),
-        WindowAction.PAYMENT: (UNLIMITED, timedelta(hours=48)),
-    },
-    "wecom_kf": {WindowAction.MESSAGE: (5, timedelta(hours=48))},
-}
-
-
-def window_remaining(customer: Customer, now: datetime) -> int | None:
-    """Messages still allowed in the open window; None when unlimited, 0 when closed."""
-    if customer.window_expires_at is None or customer.window_expires_at <= now:
-        return 0
-    if customer.window_quota == UNLIMITED:
-        return None
-    return max(customer.window_quota - customer.window_used, 0)
-
-
-def open_window(customer: Customer, action: WindowAction, now: datetime) -> bool:
-    """Open the window a customer's action grants; returns whether the window changed.
-
-    WeChat says a new action opens a new window. When the open one still allows more (a
-    message's 5-in-48 h window, then a menu click's 3-in-a-minute), keep the larger allowance:
-    we track one window per customer and must never count on more than WeChat grants.
-    """
-    rule = WINDOW_RULES.get(customer.channel, {}).get(action)
-    if rule is None:
-        return False
-    quota, duration = rule
-    remaining = window_remaining(customer, now)
-    if action is not WindowAction.PAYMENT:
-        if remaining is None:  # a payment's unlimited window is still open
-            return False
-        expires = customer.window_expires_at
-        if (action is not WindowAction.MESSAGE and remaining >= quota and expires is not None
-                and expires >= now + duration):
-            return False
-    customer.window_expires_at = now + duration
-    # Only what changes: every message renews its window, and setting a mapped attribute is not free.
-    if customer.window_quota != quota:
-        customer.window_quota = quota
-    if customer.window_used:
-        customer.window_used = 0
-    return True
-
-
-def close_window(customer: Customer) -> None:
-    customer.window_expires_at = None
-    customer.window_quota = 0
-    customer.window_used = 0
-
-
-def count_window_send(customer: Customer) -> None:
-    customer.window_used += 1
 
 
 # ---- the decision ---------------------------------------------------------------------------
@@ -222,63 +150,3 @@ def decide(touch: Touch, customer: Customer, *, now: datetime, settings: TouchPo
 
 
 # ---- inbound: consent and window ------------------------------------------------------------
-
-UNSUBSCRIBE_WORDS = frozenset({"退订", "td"})
-SUBSCRIBE_WORDS = frozenset({"订阅"})
-_FOLLOW_EVENTS = {EventKind.SUBSCRIBE, EventKind.SCAN}
-
-
-def _word(text: str) -> str:
-    return text.strip().casefold()
-
-
-class ConsentAndWindowStage:
-    """Pipeline stage: opens the push window each customer action grants, and handles 退订/订阅.
-
-    退订 / TD (exact, any case, trimmed) stops marketing touches; 订阅 or any later message
-    resubscribes. Consent changes go to the event log.
-    """
-
-    def __init__(self, settings: TouchPolicySettings):
-        self._settings = settings
-
-    async def before_route(self, turn: Turn) -> None:
-        inbound, customer = turn.inbound, turn.customer
-        if inbound.kind is InboundKind.EVENT:
-            if inbound.event is EventKind.UNSUBSCRIBE:
-                close_window(customer)
-            elif inbound.event in _FOLLOW_EVENTS:
-                open_window(customer, WindowAction.FOLLOW, turn.now)
-            elif inbound.event is EventKind.CLICK:
-                open_window(customer, WindowAction.MENU, turn.now)
-            return
-        if inbound.kind is InboundKind.UNKNOWN:
-            return
-        open_window(customer, WindowAction.MESSAGE, turn.now)
-        word = _word(inbound.text) if inbound.kind is InboundKind.TEXT else ""
-        if word in UNSUBSCRIBE_WORDS:
-            if not customer.marketing_opt_out:
-                self._change(turn, opt_out=True, via=inbound.text.strip())
-            turn.replies.append(Reply(self._settings.unsubscribe_reply, intent="unsubscribe", source="consent"))
-            turn.handled = True
-            return
-        if customer.marketing_opt_out:
-            self._change(turn, opt_out=False, via=inbound.text.strip() if word in SUBSCRIBE_WORDS else "message")
-        if word in SUBSCRIBE_WORDS:
-            turn.replies.append(Reply(self._settings.resubscribe_reply, intent="subscribe", source="consent"))
-            turn.handled = True
-
-    async def after_route(self, turn: Turn) -> None:
-        return None
-
-    def _change(self, turn: Turn, *, opt_out: bool, via: str) -> None:
-        turn.customer.marketing_opt_out = opt_out
-        turn.customer.consent_changed_at = turn.now
-        log_event(turn.session, turn.customer.id, "marketing_unsubscribed" if opt_out else "marketing_subscribed",
-                  turn.now, {"via": via, "channel": turn.inbound.channel})
-
-
-__all__ = [
-    "Action", "ConsentAndWindowStage", "Decision", "SentCounts", "TouchPolicySettings", "WindowAction",
-    "count_window_send", "decide", "open_window",
-]

@@ -9,16 +9,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.outbox.policy import (
-    UNLIMITED,
     Action,
     Decision,
     SentCounts,
     TouchPolicySettings,
-    WindowAction,
     decide,
-    open_window,
     quiet_until,
 )
+from flows.push_window import UNLIMITED, WindowAction, open_window
 from storage.models import Customer, Touch
 
 SETTINGS = TouchPolicySettings()

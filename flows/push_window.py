@@ -1,0 +1,73 @@
+"""The push window, as the platforms count it: which customer actions let the brand push how many
+messages for how long, and what of the open window is left."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from storage.models import Customer
+
+
+class WindowAction(StrEnum):
+    MESSAGE = "message"  # the customer sent a message
+    MENU = "menu"  # clicked a click/scancode menu
+    FOLLOW = "follow"  # followed the account or scanned a QR code
+    PAYMENT = "payment"  # paid
+
+
+UNLIMITED = -1  # window_quota for a window without a message limit (after a payment)
+
+# (messages, duration) per action; WECHAT.md, Sending (official doc since 2023-06-12).
+WINDOW_RULES: dict[str, dict[WindowAction, tuple[int, timedelta]]] = {
+    "wechat_mp": {
+        WindowAction.MESSAGE: (5, timedelta(hours=48)),
+        WindowAction.MENU: (3, timedelta(minutes=1)),
+        WindowAction.FOLLOW: (3, timedelta(minutes=1)),
+        WindowAction.PAYMENT: (UNLIMITED, timedelta(hours=48)),
+    },
+    "wecom_kf": {WindowAction.MESSAGE: (5, timedelta(hours=48))},
+}
+
+
+def window_remaining(customer: Customer, now: datetime) -> int | None:
+    """Messages still allowed in the open window; None when unlimited, 0 when closed."""
+    if customer.window_expires_at is None or customer.window_expires_at <= now:
+        return 0
+    if customer.window_quota == UNLIMITED:
+        return None
+    return max(customer.window_quota - customer.window_used, 0)
+
+
+def open_window(customer: Customer, action: WindowAction, now: datetime) -> bool:
+    """Open the window a customer's action grants; returns whether the window changed.
+
+    WeChat says a new action opens a new window. When the open one still allows more (a
+    message's 5-in-48 h window, then a menu click's 3-in-a-minute), keep the larger allowance:
+    we track one window per customer and must never count on more than WeChat grants.
+    """
+    rule = WINDOW_RULES.get(customer.channel, {}).get(action)
+    if rule is None:
+        return False
+    quota, duration = rule
+    remaining = window_remaining(customer, now)
+    if action is not WindowAction.PAYMENT:
+        if remaining is None:  # a payment's unlimited window is still open
+            return False
+        expires = customer.window_expires_at
+        if (action is not WindowAction.MESSAGE and remaining >= quota and expires is not None
+                and expires >= now + duration):
+            return False
+    customer.window_expires_at = now + duration
+    # Only what changes: every message renews its window, and setting a mapped attribute is not free.
+    if customer.window_quota != quota:
+        customer.window_quota = quota
+    if customer.window_used:
+        customer.window_used = 0
+    return True
+
+
+def close_window(customer: Customer) -> None:
+    customer.window_expires_at = None
+    customer.window_quota = 0
+    customer.window_used = 0
