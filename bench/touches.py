@@ -45,8 +45,9 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy import insert
 
+from bot.channels.base import Text
 from bot.channels.wechat_mp.api import WechatApi
-from bot.channels.wechat_mp.callback import WechatMpSender
+from bot.channels.wechat_mp.sender import WechatMpSender
 from bot.clock import SystemClock
 from bot.outbox.dispatch import dispatch_due_touches
 from bot.outbox.policy import TouchPolicySettings
@@ -242,7 +243,7 @@ async def bench_ceiling(url: str, count: int, in_flight: int, fake: FakeWechat,
 
     async def push() -> None:
         for n in numbers:
-            await sender.send(f"o-bench-{n % CUSTOMERS}", {"type": "text", "text": f"您的订单 {n} 已发货"})
+            await sender.send(f"o-bench-{n % CUSTOMERS}", Text(f"您的订单 {n} 已发货"))
 
     before = await fake.sent(http)
     started = time.perf_counter()

@@ -3,7 +3,9 @@ later message opts back in, and every customer action opens the window it grants
 
 from __future__ import annotations
 
-from flows.push_window import WindowAction, close_window, open_window
+from collections.abc import Mapping
+
+from flows.push_window import PushWindow, WindowAction, close_window, open_window
 from flows.turn import Turn
 from handlers.messages import EventKind, InboundKind, Reply
 from storage.conversations import log_event
@@ -21,26 +23,30 @@ class ConsentAndWindowStage:
     """Pipeline stage: opens the push window each customer action grants, and handles 退订/订阅.
 
     退订 / TD (exact, any case, trimmed) stops marketing touches; 订阅 or any later message
-    resubscribes. Consent changes go to the event log.
+    resubscribes. Consent changes go to the event log. `windows` holds each channel's declared
+    window rules; a channel without an entry has no window to open.
     """
 
-    def __init__(self, unsubscribe_reply: str, resubscribe_reply: str):
+    def __init__(self, unsubscribe_reply: str, resubscribe_reply: str,
+                 windows: Mapping[str, PushWindow] | None = None):
         self._unsubscribe_reply = unsubscribe_reply
         self._resubscribe_reply = resubscribe_reply
+        self._windows = dict(windows or {})
 
     async def before_route(self, turn: Turn) -> None:
         inbound, customer = turn.inbound, turn.customer
+        rules = self._windows.get(customer.channel)
         if inbound.kind is InboundKind.EVENT:
             if inbound.event is EventKind.UNSUBSCRIBE:
                 close_window(customer)
             elif inbound.event in _FOLLOW_EVENTS:
-                open_window(customer, WindowAction.FOLLOW, turn.now)
+                open_window(customer, WindowAction.FOLLOW, turn.now, rules)
             elif inbound.event is EventKind.CLICK:
-                open_window(customer, WindowAction.MENU, turn.now)
+                open_window(customer, WindowAction.MENU, turn.now, rules)
             return
         if inbound.kind is InboundKind.UNKNOWN:
             return
-        open_window(customer, WindowAction.MESSAGE, turn.now)
+        open_window(customer, WindowAction.MESSAGE, turn.now, rules)
         word = _word(inbound.text) if inbound.kind is InboundKind.TEXT else ""
         if word in UNSUBSCRIBE_WORDS:
             if not customer.marketing_opt_out:

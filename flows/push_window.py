@@ -1,8 +1,11 @@
 """The push window, as the platforms count it: which customer actions let the brand push how many
-messages for how long, and what of the open window is left."""
+messages for how long, and what of the open window is left. Each channel declares its own rules
+(a `PushWindow`); the bookkeeping here applies whichever it is given."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -18,16 +21,23 @@ class WindowAction(StrEnum):
 
 UNLIMITED = -1  # window_quota for a window without a message limit (after a payment)
 
-# (messages, duration) per action; WECHAT.md, Sending (official doc since 2023-06-12).
-WINDOW_RULES: dict[str, dict[WindowAction, tuple[int, timedelta]]] = {
-    "wechat_mp": {
-        WindowAction.MESSAGE: (5, timedelta(hours=48)),
-        WindowAction.MENU: (3, timedelta(minutes=1)),
-        WindowAction.FOLLOW: (3, timedelta(minutes=1)),
-        WindowAction.PAYMENT: (UNLIMITED, timedelta(hours=48)),
-    },
-    "wecom_kf": {WindowAction.MESSAGE: (5, timedelta(hours=48))},
-}
+
+@dataclass(frozen=True, slots=True)
+class WindowGrant:
+    """What one customer action allows: `messages` pushes (UNLIMITED for no limit) within `duration`."""
+
+    messages: int
+    duration: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class PushWindow:
+    """A channel's window rules: the grant of each customer action that opens a window."""
+
+    grants: Mapping[WindowAction, WindowGrant]
+
+    def grant(self, action: WindowAction) -> WindowGrant | None:
+        return self.grants.get(action)
 
 
 def window_remaining(customer: Customer, now: datetime) -> int | None:
@@ -39,17 +49,18 @@ def window_remaining(customer: Customer, now: datetime) -> int | None:
     return max(customer.window_quota - customer.window_used, 0)
 
 
-def open_window(customer: Customer, action: WindowAction, now: datetime) -> bool:
-    """Open the window a customer's action grants; returns whether the window changed.
+def open_window(customer: Customer, action: WindowAction, now: datetime, rules: PushWindow | None) -> bool:
+    """Open the window a customer's action grants under the channel's `rules` (None: the channel
+    has no window); returns whether the window changed.
 
     WeChat says a new action opens a new window. When the open one still allows more (a
     message's 5-in-48 h window, then a menu click's 3-in-a-minute), keep the larger allowance:
     we track one window per customer and must never count on more than WeChat grants.
     """
-    rule = WINDOW_RULES.get(customer.channel, {}).get(action)
+    rule = rules.grant(action) if rules is not None else None
     if rule is None:
         return False
-    quota, duration = rule
+    quota, duration = rule.messages, rule.duration
     remaining = window_remaining(customer, now)
     if action is not WindowAction.PAYMENT:
         if remaining is None:  # a payment's unlimited window is still open

@@ -15,20 +15,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from bot.api.events import EVENT_REACTIONS, add_event_routes
 from bot.app import keys
 from bot.app.background import BackgroundTasks
+from bot.app.channels import CHANNELS
 from bot.app.metrics import Metrics
 from bot.app.services import build_flow_engine, build_stages
 from bot.app.understanding import build_router
-from bot.channels.simulator.channel import CHANNEL as SIMULATOR_CHANNEL
-from bot.channels.simulator.channel import SimulatorChannel, SimulatorSender
-from bot.channels.wechat_mp.api import WechatApi
-from bot.channels.wechat_mp.callback import CHANNEL as WECHAT_MP
-from bot.channels.wechat_mp.callback import WechatMpCallback, WechatMpSender
+from bot.channels.base import Sender
+from bot.channels.wechat_mp.wiring import WECHAT_MP_API
 from bot.clock import Clock, SystemClock
 from bot.config.settings import Settings
 from bot.console.routes import CONSOLE_HUB, add_console_routes
 from bot.console.sweeper import sweep_unclaimed
 from bot.outbox.dispatch import default_worker_id, dispatch_due_touches
-from bot.outbox.outbox import Outbox, Sender
+from bot.outbox.outbox import Outbox
 from bot.pipeline.pipeline import Pipeline
 from flows.engine import FlowEngine
 from flows.lifecycle import lifecycle_sweep
@@ -37,9 +35,6 @@ from storage.db import database_reachable, make_engine, make_sessionmaker
 
 log = logging.getLogger(__name__)
 
-WECHAT_MP_CALLBACK = web.AppKey("wechat_mp_callback", WechatMpCallback)
-WECHAT_MP_API = web.AppKey("wechat_mp_api", WechatApi)
-SIMULATOR = web.AppKey("simulator", SimulatorChannel)
 SENDERS = web.AppKey("senders", Mapping[str, Sender])
 FLOWS = web.AppKey("flows", FlowEngine)
 WORKER_ID = default_worker_id()
@@ -56,45 +51,11 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     add_event_routes(app)
-    mp = settings.channels.wechat_mp
-    if mp.enabled:
-        app.router.add_get(mp.path, _wechat_mp_verify)
-        app.router.add_post(mp.path, _wechat_mp_receive)
-    sim = settings.channels.simulator
-    if sim.enabled:
-        base = sim.path.rstrip("/")
-        app.router.add_get(base + "/", _simulator_page)
-        app.router.add_get(base, _simulator_redirect)
-        app.router.add_post(base + "/api/messages", _simulator_post)
-        app.router.add_get(base + "/api/messages", _simulator_messages)
+    for channel in CHANNELS:
+        channel.add_routes(app, settings)
     if settings.staff.enabled:
         add_console_routes(app, settings.staff)
     return app
-
-
-# Routes are fixed before start-up; the objects behind them are built in start-up.
-async def _wechat_mp_verify(request: web.Request) -> web.StreamResponse:
-    return await request.app[WECHAT_MP_CALLBACK].verify_url(request)
-
-
-async def _wechat_mp_receive(request: web.Request) -> web.StreamResponse:
-    return await request.app[WECHAT_MP_CALLBACK].receive(request)
-
-
-async def _simulator_page(request: web.Request) -> web.StreamResponse:
-    return await request.app[SIMULATOR].page(request)
-
-
-async def _simulator_post(request: web.Request) -> web.StreamResponse:
-    return await request.app[SIMULATOR].post_message(request)
-
-
-async def _simulator_messages(request: web.Request) -> web.StreamResponse:
-    return await request.app[SIMULATOR].messages(request)
-
-
-async def _simulator_redirect(request: web.Request) -> web.StreamResponse:
-    raise web.HTTPFound(request.path + "/")
 
 
 async def _storage(app: web.Application) -> AsyncIterator[None]:
@@ -123,23 +84,17 @@ async def _message_path(app: web.Application) -> AsyncIterator[None]:
     if EVENT_REACTIONS not in app:  # tests may watch the reactions instead
         app[EVENT_REACTIONS] = flows  # business events start and end flows
     pipeline = Pipeline(app[keys.SESSIONS], router, app[keys.CLOCK], stages=build_stages(settings, flows, notify))
-    senders: dict[str, Sender] = {SIMULATOR_CHANNEL: SimulatorSender()}
-    mp = settings.channels.wechat_mp
-    if mp.enabled:
-        api = WechatApi(app[keys.HTTP], app[keys.SESSIONS], app[keys.CLOCK], base_url=mp.api_base_url,
-                        app_id=mp.app_id, app_secret=mp.app_secret,
-                        refresh_margin_seconds=mp.token_refresh_margin_seconds)
-        app[WECHAT_MP_API] = api
-        senders[WECHAT_MP] = WechatMpSender(api)
-    outbox = Outbox(app[keys.SESSIONS], senders)
+    senders: dict[str, Sender] = {}
+    for channel in CHANNELS:
+        sender = channel.sender(app, settings)
+        if sender is not None:
+            senders[channel.name] = sender
+    outbox = Outbox(app[keys.SESSIONS], senders, app[keys.CLOCK])
     app[SENDERS] = senders
     app[keys.PIPELINE] = pipeline
     app[keys.OUTBOX] = outbox
-    if mp.enabled:
-        app[WECHAT_MP_CALLBACK] = WechatMpCallback(mp, pipeline, outbox, app[keys.TASKS], app[keys.METRICS],
-                                                   app[keys.CLOCK])
-    if settings.channels.simulator.enabled:
-        app[SIMULATOR] = SimulatorChannel(pipeline, app[keys.METRICS], app[keys.SESSIONS], app[keys.CLOCK])
+    for channel in CHANNELS:
+        channel.start(app, settings, pipeline, outbox)
     yield
     await app[keys.TASKS].drain()
     await pipeline.close()

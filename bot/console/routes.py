@@ -19,14 +19,16 @@ from aiohttp import web
 from sqlalchemy import select
 
 from bot.app import keys
+from bot.channels.base import Text
 from bot.console import auth, views
 from bot.console.auth import Identity, Role
 from bot.console.hub import ConsoleHub
 from bot.console.settings import StaffSettings
+from bot.outbox.outbox import Push
 from flows import handoff
 from flows.handoff import State, TransitionError
-from handlers.messages import Reply
 from storage.models import Conversation, Customer, Message
+from storage.outgoing import Outgoing, append_outgoing
 from storage.privacy import mask
 
 log = logging.getLogger(__name__)
@@ -332,21 +334,16 @@ async def reply(request: web.Request, identity: Identity) -> web.StreamResponse:
         )).scalar_one()
         if conversation.state != State.STAFF or conversation.assigned_staff_id != identity.staff_id:
             return _error(409, "请先接入该会话再回复")
-        conversation.last_seq += 1
-        message = Message(conversation_id=conversation.id, customer_id=customer.id, seq=conversation.last_seq,
-                          channel=customer.channel, direction="out", kind="text", text=text,
-                          delivery="pending", payload={"source": "staff", "staff_id": identity.staff_id},
-                          created_at=now)
-        session.add(message)
+        (message_id,) = await append_outgoing(session, [Outgoing(
+            conversation_id=conversation.id, customer_id=customer.id, channel=customer.channel, text=text,
+            created_at=now, payload={"source": "staff", "staff_id": identity.staff_id})], with_ids=True)
         handoff.record_staff_reply(conversation, now)
-        await session.flush()
-        message_id, channel, user_id = message.id, customer.channel, customer.external_id
-    states = await request.app[keys.OUTBOX].push(channel, user_id, [message_id],
-                                                 [Reply(text, intent="staff", source="staff")])
+        channel, user_id = customer.channel, customer.external_id
+    (pushed,) = await request.app[keys.OUTBOX].deliver(channel, user_id, [Push(message_id, Text(text))])
     async with request.app[keys.SESSIONS]() as session:
         stored = await session.get(Message, message_id)
         assert stored is not None
         view = views.message_view(stored, {identity.staff_id: identity.name})
     await request.app[CONSOLE_HUB].notify()
-    status = 200 if states[0] != "failed" else 502
-    return _json({"message": view, "delivery": states[0], "error": view["error"]}, status)
+    status = 200 if pushed.state != "failed" else 502
+    return _json({"message": view, "delivery": pushed.state, "error": view["error"]}, status)

@@ -13,12 +13,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.channels.base import Text
 from bot.console.hours import wait_notice
 from bot.console.settings import StaffSettings
-from bot.outbox.outbox import Outbox
+from bot.outbox.outbox import Outbox, Push
 from flows.handoff import State
-from handlers.messages import Reply
-from storage.models import Conversation, Customer, Message
+from storage.models import Conversation, Customer
+from storage.outgoing import Outgoing, append_outgoing
 
 log = logging.getLogger(__name__)
 BATCH = 100
@@ -52,19 +53,11 @@ async def sweep_unclaimed(sessions: async_sessionmaker[AsyncSession], outbox: Ou
             )
             if taken.rowcount != 1:  # type: ignore[attr-defined]
                 continue  # claimed meanwhile, or another process sent it
-            conversation = (await session.execute(
-                select(Conversation).where(Conversation.id == conversation_id)
-                .execution_options(populate_existing=True)
-            )).scalar_one()
-            conversation.last_seq += 1
-            message = Message(conversation_id=conversation_id, customer_id=customer.id, seq=conversation.last_seq,
-                              channel=customer.channel, direction="out", kind="text", text=text,
-                              delivery="pending", intent="handoff_wait", payload={"source": "handoff"},
-                              created_at=now)
-            session.add(message)
-            await session.flush()
-            message_id, channel, user_id = message.id, customer.channel, customer.external_id
-        await outbox.push(channel, user_id, [message_id], [Reply(text, intent="handoff_wait", source="handoff")])
+            (message_id,) = await append_outgoing(session, [Outgoing(
+                conversation_id=conversation_id, customer_id=customer.id, channel=customer.channel, text=text,
+                created_at=now, intent="handoff_wait", payload={"source": "handoff"})], with_ids=True)
+            channel, user_id = customer.channel, customer.external_id
+        await outbox.deliver(channel, user_id, [Push(message_id, Text(text))])
         sent += 1
     if sent and notify is not None:
         await notify()

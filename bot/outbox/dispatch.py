@@ -41,9 +41,16 @@ from sqlalchemy import Table, and_, any_, bindparam, insert, or_, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.channels.wechat_mp.api import QUOTA_USED, WINDOW_CLOSED
+from bot.channels.base import (
+    Delivery,
+    DeliveryResult,
+    OutboundMessage,
+    Sender,
+    body_message,
+    template_message,
+)
 from bot.clock import Clock
-from bot.outbox.outbox import DeliveryError, Sender
+from bot.outbox.outbox import WindowState, window_after_refusal
 from bot.outbox.policy import (
     Action,
     SentCounts,
@@ -53,16 +60,15 @@ from bot.outbox.policy import (
     period_starts,
 )
 from flows.handoff import HELD_STATES
-from storage.conversations import NewMessage
-from storage.models import Conversation, Customer, Message, Touch
+from storage.models import Conversation, Customer, Touch
+from storage.outgoing import Outgoing, append_outgoing
 from storage.privacy import mask
 from storage.touches import TouchStatus
 
 log = logging.getLogger(__name__)
 
-SYSTEM_BUSY = -1  # WeChat's "system busy, retry later"
 # The platform refused for the window's sake: record as skipped, never retry.
-_WINDOW_ERRORS = {WINDOW_CLOSED: "window_closed", QUOTA_USED: "window_quota_used"}
+_WINDOW_OUTCOMES = frozenset({Delivery.WINDOW_CLOSED, Delivery.QUOTA_USED})
 _HELD = frozenset(str(state) for state in HELD_STATES)
 GROUP_SIZE = 100  # touches (of different customers) per transaction
 
@@ -113,7 +119,6 @@ class _Sending:
 _t = cast(Table, Touch.__table__)
 _c = cast(Table, Customer.__table__)
 _v = cast(Table, Conversation.__table__)
-_m = cast(Table, Message.__table__)
 _when = _t.c.due_at.type
 _PENDING = TouchStatus.PENDING.value
 _SENDING = TouchStatus.SENDING.value
@@ -136,7 +141,6 @@ _RESCHEDULE = update(_t).where(_t.c.id == bindparam("touch_id")).values(
 _NEW_CONVERSATION = insert(_v).values(
     customer_id=bindparam("customer_id"), state="bot", last_seq=0, not_understood_streak=0,
     started_at=bindparam("b_now", type_=_when), updated_at=bindparam("b_now", type_=_when))
-_TRANSCRIPT = insert(_m)
 _SET_WINDOW = update(_c).where(_c.c.id == bindparam("customer_id")).values(
     window_expires_at=bindparam("b_expires", type_=_when), window_quota=bindparam("b_quota"),
     window_used=bindparam("b_used"))
@@ -165,7 +169,6 @@ class _Statements:
     mark_sending: Any
     reserve: Any
     mark_sent: Any
-    bump_seq: Any
 
     @classmethod
     def build(cls, among: Among) -> _Statements:
@@ -199,7 +202,6 @@ class _Statements:
             reserve=update(_c).where(among(_c.c.id, "ids")).values(window_used=_c.c.window_used + 1),
             mark_sent=update(_t).where(among(_t.c.id, "ids")).values(
                 status=TouchStatus.SENT.value, lease_until=None, attempts=_t.c.attempts + 1),
-            bump_seq=update(_v).where(among(_v.c.id, "ids")).values(last_seq=_v.c.last_seq + 1),
         )
 
 
@@ -302,12 +304,10 @@ async def _prepare(senders: Mapping[str, Sender]) -> None:
     """Let senders refresh credentials (the access token is stored in the database) before the
     calls, so a batch does not start with every call waiting for one token."""
     for sender in senders.values():
-        prepare = getattr(sender, "prepare", None)
-        if prepare is not None:
-            try:
-                await prepare()
-            except Exception:
-                log.warning("could not prepare %s", type(sender).__name__, exc_info=True)
+        try:
+            await sender.prepare()
+        except Exception:
+            log.warning("could not prepare %s", type(sender).__name__, exc_info=True)
 
 
 async def _deliver_group(engine: AsyncEngine, senders: Mapping[str, Sender], settings: TouchPolicySettings,
@@ -326,9 +326,9 @@ async def _deliver_group(engine: AsyncEngine, senders: Mapping[str, Sender], set
     if not sending:
         return
 
-    async def _gated(s: _Sending) -> None:
+    async def _gated(s: _Sending) -> DeliveryResult:
         async with calls:
-            await _call(senders[s.channel], s.external_id, s.touch, s.via_template)
+            return await _call(senders[s.channel], s.external_id, s.touch, s.via_template)
 
     results = await asyncio.gather(*(_gated(s) for s in sending), return_exceptions=True)
     counts = DispatchStats()
@@ -367,8 +367,10 @@ async def _check(connection: AsyncConnection, senders: Mapping[str, Sender], set
             stats.dropped += 1
             continue
         customer = customers[touch.customer_id]
+        sender = senders.get(customer.channel)
         decision = decide(touch, customer, now=now, settings=settings,  # type: ignore[arg-type]
-                          held_by_staff=touch.customer_id in held, sent=sent.get(touch.customer_id, SentCounts()))
+                          held_by_staff=touch.customer_id in held, sent=sent.get(touch.customer_id, SentCounts()),
+                          capabilities=sender.capabilities if sender is not None else None)
         if decision.action is Action.SKIP:
             finished.append(_finished(touch, TouchStatus.SKIPPED, decision.reason, touch.attempts))
             stats.skipped += 1
@@ -376,7 +378,7 @@ async def _check(connection: AsyncConnection, senders: Mapping[str, Sender], set
             assert decision.until is not None
             rescheduled.append(_rescheduled(touch, decision.until, f"deferred: {decision.reason}", touch.attempts))
             stats.deferred += 1
-        elif customer.channel not in senders:
+        elif sender is None:
             finished.append(_finished(touch, TouchStatus.FAILED, f"channel {customer.channel} cannot push messages",
                                       touch.attempts))
             stats.failed += 1
@@ -410,20 +412,23 @@ async def _lock(connection: AsyncConnection, touches: Sequence[ClaimedTouch], st
 
 
 async def _record(connection: AsyncConnection, settings: TouchPolicySettings, now: datetime, lease: datetime,
-                  sending: Sequence[_Sending], results: Sequence[BaseException | None],
+                  sending: Sequence[_Sending], results: Sequence[DeliveryResult | BaseException],
                   stats: DispatchStats) -> None:
     """Phase 3, under the customers' locks again: sent touches get their transcript rows; refused
     ones their window count back, and are skipped, retried or failed."""
     customers, ours = await _lock(connection, [s.touch for s in sending], [_SENDING], lease)
     delivered: list[_Sending] = []
-    failures: list[tuple[_Sending, BaseException]] = []
+    failures: list[tuple[_Sending, DeliveryResult]] = []
     for s, result in zip(sending, results, strict=True):
+        if isinstance(result, BaseException):
+            # The sender broke its promise to answer with a result: treat it as passing.
+            result = DeliveryResult(Delivery.RETRY_LATER, f"{type(result).__name__}: {result}".rstrip(": "))
         if s.touch.id not in ours:
             stats.dropped += 1  # our lease ran out mid-call and another worker took the touch
-        elif isinstance(result, BaseException):
-            failures.append((s, result))
-        else:
+        elif result.sent:
             delivered.append(s)
+        else:
+            failures.append((s, result))
     if delivered:
         await _transcribe(connection, now, delivered)
         await connection.execute(_sql(connection).mark_sent, {"ids": [s.touch.id for s in delivered]})
@@ -436,50 +441,39 @@ async def _record(connection: AsyncConnection, settings: TouchPolicySettings, no
 async def _transcribe(connection: AsyncConnection, now: datetime, delivered: Sequence[_Sending]) -> None:
     """One outgoing transcript row per delivered touch, in the customer's newest open conversation."""
     ids = sorted({s.touch.customer_id for s in delivered})
-    newest: dict[int, Any] = {}
+    newest: dict[int, int] = {}
     for row in await connection.execute(_sql(connection).open_conversations, {"ids": ids}):
-        newest.setdefault(row.customer_id, row)
+        newest.setdefault(row.customer_id, row.id)
     missing = [customer_id for customer_id in ids if customer_id not in newest]
     if missing:
         await _executemany(connection, _NEW_CONVERSATION, [{"customer_id": i, "b_now": now} for i in missing])
         for row in await connection.execute(_sql(connection).open_conversations, {"ids": missing}):
-            newest.setdefault(row.customer_id, row)
-    await connection.execute(_sql(connection).bump_seq, {"ids": sorted({newest[s.touch.customer_id].id for s in delivered})})
-    await _executemany(connection, _TRANSCRIPT, [_transcript_row(s, newest[s.touch.customer_id], now)
-                                                  for s in delivered])
+            newest.setdefault(row.customer_id, row.id)
+    await append_outgoing(connection, [_transcript_row(s, newest[s.touch.customer_id], now) for s in delivered])
 
 
 async def _refused(connection: AsyncConnection, settings: TouchPolicySettings, now: datetime,
-                   customers: Mapping[int, Any], failures: Sequence[tuple[_Sending, BaseException]],
+                   customers: Mapping[int, Any], failures: Sequence[tuple[_Sending, DeliveryResult]],
                    stats: DispatchStats) -> None:
-    """The platform refused: give the window count back, then skip, retry or fail. A window the
-    customer opened meanwhile (by writing to us) is theirs: no refusal of the old one touches it."""
+    """The platform refused: give the window count back, then skip, retry or fail (see
+    `window_after_refusal` for the window)."""
     windows: list[dict[str, Any]] = []
     finished: list[dict[str, Any]] = []
     rescheduled: list[dict[str, Any]] = []
-    for s, error in failures:
+    for s, result in failures:
         touch, customer, attempts = s.touch, customers[s.touch.customer_id], s.touch.attempts + 1
-        same_window = customer.window_expires_at == s.window_seen
-        reserved = same_window and not s.via_template
-        window = {"customer_id": touch.customer_id, "b_expires": customer.window_expires_at,
-                  "b_quota": customer.window_quota, "b_used": max(customer.window_used - reserved, 0)}
-        code = error.code if isinstance(error, DeliveryError) else None
-        if code in _WINDOW_ERRORS:
-            # WeChat disagrees with our count: believe it, and don't knock again.
-            if code == WINDOW_CLOSED:
-                window.update(b_expires=None, b_quota=0, b_used=0)
-            else:
-                window["b_used"] = max(customer.window_quota, window["b_used"])
-            if same_window:
-                windows.append(window)
-            finished.append(_finished(touch, TouchStatus.SKIPPED, f"{_WINDOW_ERRORS[code]} ({code})", attempts))
+        current = WindowState(customer.window_expires_at, customer.window_quota, customer.window_used)
+        window = window_after_refusal(current, s.window_seen, not s.via_template, result.outcome)
+        if window is not None:
+            windows.append({"customer_id": touch.customer_id, "b_expires": window.expires_at,
+                            "b_quota": window.quota, "b_used": window.used})
+        reason = result.record()
+        if result.outcome in _WINDOW_OUTCOMES:
+            # The platform disagrees with our count: believe it, and don't knock again.
+            finished.append(_finished(touch, TouchStatus.SKIPPED, reason, attempts))
             stats.skipped += 1
             continue
-        if reserved:
-            windows.append(window)
-        reason = error.reason if isinstance(error, DeliveryError) else f"{type(error).__name__}: {error}".rstrip(": ")
-        permanent = isinstance(error, DeliveryError) and code != SYSTEM_BUSY
-        if permanent or attempts >= settings.max_attempts:
+        if result.outcome is not Delivery.RETRY_LATER or attempts >= settings.max_attempts:
             finished.append(_finished(touch, TouchStatus.FAILED, reason, attempts))
             stats.failed += 1
             log.warning("touch %s to %s failed after %d attempts: %s", touch.id, mask(s.external_id),
@@ -501,15 +495,15 @@ def _rescheduled(touch: ClaimedTouch, due: datetime, reason: str, attempts: int)
     return {"touch_id": touch.id, "b_due": due, "b_reason": reason, "b_attempts": attempts}
 
 
-def _transcript_row(sending: _Sending, conversation: Any, now: datetime) -> dict[str, Any]:
+def _transcript_row(sending: _Sending, conversation_id: int, now: datetime) -> Outgoing:
     touch, via_template = sending.touch, sending.via_template
-    return NewMessage(
-        conversation_id=conversation.id, customer_id=touch.customer_id, seq=conversation.last_seq + 1,
-        channel=sending.channel, direction="out", kind="template" if via_template else touch.body["type"],
-        text=transcript_text(touch, via_template), delivery="push", created_at=now,
+    return Outgoing(
+        conversation_id=conversation_id, customer_id=touch.customer_id, channel=sending.channel,
+        kind="template" if via_template else touch.body["type"], text=transcript_text(touch, via_template),
+        delivery="push", created_at=now,
         payload={"touch_id": touch.id, "source": "touch", "touch_kind": touch.kind,
                  **({"template": touch.template} if via_template else {"body": touch.body})},
-    ).row()
+    )
 
 
 async def _executemany(connection: AsyncConnection, statement: Any, rows: list[dict[str, Any]]) -> None:
@@ -544,21 +538,16 @@ async def _sent_counts(connection: AsyncConnection, touches: Sequence[ClaimedTou
     return counts
 
 
-async def _call(sender: Sender, user_id: str, touch: ClaimedTouch, via_template: bool) -> None:
-    """Through the sender's richest method; a text-only sender (the simulator) gets the text."""
+async def _call(sender: Sender, user_id: str, touch: ClaimedTouch, via_template: bool) -> DeliveryResult:
+    return await sender.send(user_id, touch_message(touch, via_template))
+
+
+def touch_message(touch: ClaimedTouch | Touch, via_template: bool) -> OutboundMessage:
+    """What a touch sends: its body, or outside the window its template."""
     if via_template:
-        send_template = getattr(sender, "send_template", None)
         assert touch.template is not None
-        if send_template is not None:
-            await send_template(user_id, touch.template)
-        else:
-            await sender.send_text(user_id, transcript_text(touch, True))
-        return
-    send = getattr(sender, "send", None)
-    if send is not None:
-        await send(user_id, touch.body)
-    else:
-        await sender.send_text(user_id, transcript_text(touch, False))
+        return template_message(touch.template)
+    return body_message(touch.body)
 
 
 def transcript_text(touch: ClaimedTouch | Touch, via_template: bool) -> str:

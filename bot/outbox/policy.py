@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from flows.push_window import WINDOW_RULES, window_remaining
+from bot.channels.base import Capabilities
+from flows.push_window import window_remaining
 from flows.timezones import check_zone_name, zone_or_default
 from storage.models import Customer, Touch
 
@@ -107,8 +108,9 @@ def period_starts(now: datetime, zone: ZoneInfo) -> tuple[datetime, datetime, da
 
 
 def decide(touch: Touch, customer: Customer, *, now: datetime, settings: TouchPolicySettings,
-           held_by_staff: bool, sent: SentCounts) -> Decision:
-    """The SPEC's checks, in order. The first that objects decides."""
+           held_by_staff: bool, sent: SentCounts, capabilities: Capabilities | None) -> Decision:
+    """The SPEC's checks, in order. The first that objects decides. `capabilities` are those of
+    the customer's channel (None: it has no sender, and the dispatcher fails the touch)."""
     marketing = touch.kind == "marketing"
     # 1. Consent: 退订 stops marketing; service touches continue.
     if marketing and customer.marketing_opt_out:
@@ -134,14 +136,14 @@ def decide(touch: Touch, customer: Customer, *, now: datetime, settings: TouchPo
                 return Decision(Action.DEFER, "frequency_cap_day", next_day)
             return Decision(Action.SKIP, "frequency_cap_day")
     # 5. The channel's window and quota.
-    if customer.channel in WINDOW_RULES:
+    if capabilities is not None and capabilities.push_window is not None:
         if not customer.subscribed:
             return Decision(Action.SKIP, "unfollowed")
         remaining = window_remaining(customer, now)
         if remaining == 0:
             closed = customer.window_expires_at is None or customer.window_expires_at <= now
             reason = "window_closed" if closed else "window_quota_used"
-            if not marketing and touch.template:
+            if not marketing and touch.template and capabilities.template_fallback:
                 return Decision(Action.TEMPLATE, reason)
             return Decision(Action.SKIP, reason)
     # 6. Idempotency: the key is unique and the dispatcher only sends a touch still pending

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select, update
 
 from bot.channels.wechat_mp.api import WechatApi
-from bot.channels.wechat_mp.callback import WechatMpSender
+from bot.channels.wechat_mp.sender import WechatMpSender
 from bot.outbox.dispatch import claim_due_touches, dispatch_due_touches
 from bot.outbox.policy import TouchPolicySettings
 from storage.models import Conversation, Customer, Message, Touch

@@ -8,6 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bot.channels.simulator.channel import CAPABILITIES as SIMULATOR
+from bot.channels.wechat_mp.sender import PUSH_WINDOW, capabilities
 from bot.outbox.policy import (
     Action,
     Decision,
@@ -20,6 +22,7 @@ from flows.push_window import UNLIMITED, WindowAction, open_window
 from storage.models import Customer, Touch
 
 SETTINGS = TouchPolicySettings()
+CAPABILITIES = {"wechat_mp": capabilities(4.5), "simulator": SIMULATOR}
 NOON_SHANGHAI = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)  # Monday 12:00 in Shanghai
 TEMPLATE = {"template_id": "ORDER_SHIPPED", "data": {"thing1": "您的订单已发货"}}
 
@@ -41,7 +44,8 @@ def touch(kind: str = "marketing", **fields: Any) -> Touch:
 
 def check(t: Touch, c: Customer, now: datetime = NOON_SHANGHAI, held: bool = False,
           sent: SentCounts = SentCounts(), settings: TouchPolicySettings = SETTINGS) -> Decision:
-    return decide(t, c, now=now, settings=settings, held_by_staff=held, sent=sent)
+    return decide(t, c, now=now, settings=settings, held_by_staff=held, sent=sent,
+                  capabilities=CAPABILITIES.get(c.channel))
 
 
 def test_an_ordinary_touch_in_an_open_window_is_sent() -> None:
@@ -133,19 +137,19 @@ def test_unfollowed_customers_get_nothing_and_channels_without_windows_always_ma
 
 def test_a_message_opens_five_in_48_hours_and_a_new_message_restores_the_quota() -> None:
     c = customer(window_expires_at=None, window_quota=0)
-    open_window(c, WindowAction.MESSAGE, NOON_SHANGHAI)
+    open_window(c, WindowAction.MESSAGE, NOON_SHANGHAI, PUSH_WINDOW)
     assert (c.window_expires_at, c.window_quota, c.window_used) == (NOON_SHANGHAI + timedelta(hours=48), 5, 0)
     c.window_used = 5
     assert check(touch(), c).reason == "window_quota_used"
     later = NOON_SHANGHAI + timedelta(hours=1)
-    open_window(c, WindowAction.MESSAGE, later)
+    open_window(c, WindowAction.MESSAGE, later, PUSH_WINDOW)
     assert (c.window_expires_at, c.window_used) == (later + timedelta(hours=48), 0)
     assert check(touch(), c, now=later + timedelta(hours=48)).reason == "window_closed"
 
 
 def test_a_follow_opens_three_within_a_minute() -> None:
     c = customer(window_expires_at=None, window_quota=0)
-    open_window(c, WindowAction.FOLLOW, NOON_SHANGHAI)
+    open_window(c, WindowAction.FOLLOW, NOON_SHANGHAI, PUSH_WINDOW)
     assert (c.window_quota, c.window_expires_at) == (3, NOON_SHANGHAI + timedelta(minutes=1))
     c.window_used = 2
     assert check(touch(), c, now=NOON_SHANGHAI + timedelta(seconds=59)).action is Action.SEND
@@ -156,19 +160,19 @@ def test_a_follow_opens_three_within_a_minute() -> None:
 
 def test_a_click_keeps_a_larger_open_allowance_but_replaces_a_spent_one() -> None:
     roomy = customer(window_used=1)  # 4 left for 24 h
-    open_window(roomy, WindowAction.MENU, NOON_SHANGHAI)
+    open_window(roomy, WindowAction.MENU, NOON_SHANGHAI, PUSH_WINDOW)
     assert (roomy.window_quota, roomy.window_used) == (5, 1)
     spent = customer(window_used=4)  # 1 left: a click's 3-in-a-minute is more
-    open_window(spent, WindowAction.MENU, NOON_SHANGHAI)
+    open_window(spent, WindowAction.MENU, NOON_SHANGHAI, PUSH_WINDOW)
     assert (spent.window_quota, spent.window_used, spent.window_expires_at) == (
         3, 0, NOON_SHANGHAI + timedelta(minutes=1))
 
 
 def test_a_payment_opens_an_unlimited_window() -> None:
     c = customer(window_used=5)
-    open_window(c, WindowAction.PAYMENT, NOON_SHANGHAI)
+    open_window(c, WindowAction.PAYMENT, NOON_SHANGHAI, PUSH_WINDOW)
     assert c.window_quota == UNLIMITED
     c.window_used = 50
     assert check(touch(), c).action is Action.SEND
-    open_window(c, WindowAction.MESSAGE, NOON_SHANGHAI)  # never narrows an unlimited window
+    open_window(c, WindowAction.MESSAGE, NOON_SHANGHAI, PUSH_WINDOW)  # never narrows an unlimited window
     assert c.window_quota == UNLIMITED

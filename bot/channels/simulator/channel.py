@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.app.http_body import read_limited
 from bot.app.metrics import Metrics
+from bot.channels.base import Capabilities, DeliveryResult, OutboundMessage
 from bot.clock import Clock, SystemClock
 from bot.pipeline.pipeline import Pipeline
 from handlers.messages import EventKind, Inbound, InboundKind
@@ -59,11 +60,24 @@ def parse_simulated(data: Any, received_at: datetime) -> Inbound:
                    dedup_key=dedup, text=text, payload={"text": text})
 
 
-class SimulatorSender:
-    """Pushed messages (staff replies, wait messages) stay stored; the web chat polls for them."""
+# The web chat gets every answer in its response, waits for it, and needs no window.
+CAPABILITIES = Capabilities(passive_reply=True, passive_messages=None, reply_deadline_seconds=None,
+                            push_window=None, template_fallback=False)
 
-    async def send_text(self, user_id: str, text: str) -> None:
+
+class SimulatorSender:
+    """Pushed messages (staff replies, wait messages, touches) stay stored; the web chat polls for
+    them."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return CAPABILITIES
+
+    async def prepare(self) -> None:
         return None
+
+    async def send(self, user_id: str, message: OutboundMessage) -> DeliveryResult:
+        return DeliveryResult.delivered()
 
 
 class SimulatorChannel:

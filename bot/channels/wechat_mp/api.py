@@ -27,6 +27,7 @@ TEMPLATE_SEND_PATH = "/cgi-bin/message/template/send"
 TOKEN_ERRORS = frozenset({40001, 40014, 42001})  # invalid, malformed or expired access_token
 WINDOW_CLOSED = 45015  # 48-hour window expired, or the customer unfollowed
 QUOTA_USED = 45047  # the window's message quota is used up
+SYSTEM_BUSY = -1  # "system busy, retry later"
 
 
 class WechatApiError(Exception):
@@ -104,36 +105,24 @@ class WechatApi:
         return await self._request("POST", path, params={"access_token": token}, data=body,
                                    headers={"Content-Type": "application/json; charset=utf-8"})
 
-    async def send_text(self, openid: str, text: str) -> None:
-        """A customer-service message; needs the customer's 48-hour window to be open."""
-        payload = {"touser": openid, "msgtype": "text", "text": {"content": text}}
-        await self.call(CUSTOM_SEND_PATH, payload)
-        log.debug("pushed a text to %s", mask(openid))
+    async def send_custom(self, openid: str, msgtype: str, content: dict[str, Any]) -> dict[str, Any]:
+        """A customer-service message (text, news, image); needs the customer's window to be open."""
+        data = await self.call(CUSTOM_SEND_PATH, {"touser": openid, "msgtype": msgtype, msgtype: content})
+        log.debug("pushed a %s to %s", msgtype, mask(openid))
+        return data
 
-    async def send_message(self, openid: str, body: dict[str, Any]) -> None:
-        """A customer-service message of any touch body type: text, news (one article) or image."""
-        kind = body["type"]
-        if kind == "text":
-            content: dict[str, Any] = {"content": body["text"]}
-        elif kind == "news":
-            content = {"articles": [dict(article) for article in body["articles"]]}
-        elif kind == "image":
-            content = {"media_id": body["media_id"]}
-        else:
-            raise ValueError(f"cannot send a {kind!r} body")
-        await self.call(CUSTOM_SEND_PATH, {"touser": openid, "msgtype": kind, kind: content})
-        log.debug("pushed a %s to %s", kind, mask(openid))
-
-    async def send_template(self, openid: str, template: dict[str, Any]) -> None:
+    async def send_template(self, openid: str, template_id: str, data: dict[str, str],
+                            url: str | None = None) -> dict[str, Any]:
         """A template message (service notices only; no window needed)."""
         payload: dict[str, Any] = {
-            "touser": openid, "template_id": template["template_id"],
-            "data": {key: {"value": value} for key, value in template["data"].items()},
+            "touser": openid, "template_id": template_id,
+            "data": {key: {"value": value} for key, value in data.items()},
         }
-        if template.get("url"):
-            payload["url"] = template["url"]
-        await self.call(TEMPLATE_SEND_PATH, payload)
-        log.debug("sent template %s to %s", template["template_id"], mask(openid))
+        if url:
+            payload["url"] = url
+        answer = await self.call(TEMPLATE_SEND_PATH, payload)
+        log.debug("sent template %s to %s", template_id, mask(openid))
+        return answer
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         async with self._http.request(method, self._base_url + path, timeout=self._timeout, **kwargs) as response:

@@ -1,7 +1,9 @@
 """Official Account callback: verify, decrypt, parse into `Inbound`, answer within the deadline.
 
-Plain, compatible and safe (AES) modes. If the answer is not ready before the deadline the
-callback is acknowledged with `success` and the answer goes out as a customer-service message.
+Plain, compatible and safe (AES) modes. The outbox splits the answer: its first reply rides in
+the callback's response, and the rest follow as customer-service messages once that response
+is written out, so they never arrive first. If the answer is not ready before the deadline the
+callback is acknowledged with `success` and the whole answer goes out by push.
 When the pipeline already holds more messages than it takes on, the callback gets a quick 503
 with nothing stored: WeChat delivers a callback that got no valid answer again (up to three
 times, seconds apart), by when the backlog has usually cleared.
@@ -25,17 +27,16 @@ from wechatpy.messages import MESSAGE_TYPES, BaseMessage, UnknownMessage
 from bot.app.background import BackgroundTasks
 from bot.app.metrics import Metrics
 from bot.channels.wechat_crypto import CryptoError, MessageCrypto, _cdata, signature_matches
-from bot.channels.wechat_mp.api import WechatApi, WechatApiError
+from bot.channels.wechat_mp.sender import CHANNEL
 from bot.clock import Clock
 from bot.config.settings import WechatMpSettings
-from bot.outbox.outbox import DeliveryError, Outbox
+from bot.outbox.outbox import Answer, Outbox
 from bot.pipeline.outcome import Outcome
 from bot.pipeline.pipeline import Pipeline, PipelineOverloaded
 from handlers.messages import EventKind, Inbound, InboundKind
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "wechat_mp"
 SUCCESS = "success"  # stops WeChat's retries without sending anything
 
 _KINDS = {kind.value: kind for kind in InboundKind}
@@ -49,35 +50,6 @@ _EVENTS = {
     "location": EventKind.LOCATION,
     "templatesendjobfinish": EventKind.TEMPLATE_SENT,
 }
-
-
-class WechatMpSender:
-    """Pushes through the customer-service message API; platform refusals become DeliveryError."""
-
-    def __init__(self, api: WechatApi):
-        self._api = api
-
-    async def send_text(self, user_id: str, text: str) -> None:
-        try:
-            await self._api.send_text(user_id, text)
-        except WechatApiError as error:
-            raise DeliveryError(f"WeChat errcode {error.errcode}: {error.errmsg}", error.errcode) from error
-
-    async def prepare(self) -> None:
-        """Fetch the access token now, so sending under a database transaction never has to."""
-        await self._api.access_token()
-
-    async def send(self, user_id: str, body: dict[str, Any]) -> None:
-        try:
-            await self._api.send_message(user_id, body)
-        except WechatApiError as error:
-            raise DeliveryError(f"WeChat errcode {error.errcode}: {error.errmsg}", error.errcode) from error
-
-    async def send_template(self, user_id: str, template: dict[str, Any]) -> None:
-        try:
-            await self._api.send_template(user_id, template)
-        except WechatApiError as error:
-            raise DeliveryError(f"WeChat errcode {error.errcode}: {error.errmsg}", error.errcode) from error
 
 
 def parse_callback(xml: str) -> BaseMessage | None:
@@ -207,7 +179,7 @@ class WechatMpCallback:
         self._check_signature(request)
         return web.Response(text=request.query.get("echostr", ""))
 
-    async def receive(self, request: web.Request) -> web.Response:
+    async def receive(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
         timestamp, nonce = self._check_signature(request)
         body = await self._read_body(request)
@@ -224,15 +196,28 @@ class WechatMpCallback:
             raise self._reject(web.HTTPBadRequest, "malformed XML")
         self._inbound_by_kind[inbound.kind].inc()
 
-        reply = await self._answer(inbound, started)
+        answer = await self._answer(inbound, started)
         self._latency.observe(time.monotonic() - started)
-        if reply is None:
-            return web.Response(text=SUCCESS)
-        xml_reply = passive_text_reply(to_user=inbound.user_id, from_user=str(inbound.payload.get("ToUserName") or ""),
-                                       content=reply, created=int(time.time()))
-        if encrypted and self._crypto is not None:
-            xml_reply = self._crypto.envelope(xml_reply, nonce, timestamp)
-        return web.Response(text=xml_reply, content_type="application/xml")
+        if answer is None or not answer.passive:
+            response = web.Response(text=SUCCESS)
+        else:
+            xml_reply = passive_text_reply(to_user=inbound.user_id,
+                                           from_user=str(inbound.payload.get("ToUserName") or ""),
+                                           content=answer.passive[0].text, created=int(time.time()))
+            if encrypted and self._crypto is not None:
+                xml_reply = self._crypto.envelope(xml_reply, nonce, timestamp)
+            response = web.Response(text=xml_reply, content_type="application/xml")
+        if answer is not None and answer.follow_ups:
+            # The follow-ups must not overtake the passive reply: write it out first. They are
+            # stored, so they go out even if WeChat hung up meanwhile (its retry gets the first
+            # reply again, and nothing twice).
+            try:
+                await response.prepare(request)
+                await response.write_eof()
+            finally:
+                self._tasks.spawn(self._outbox.deliver(CHANNEL, inbound.user_id, answer.follow_ups),
+                                  name="wechat_mp follow-up")
+        return response
 
     async def _read_body(self, request: web.Request) -> str:
         limit = self._settings.max_body_bytes
@@ -265,8 +250,9 @@ class WechatMpCallback:
         except CryptoError as error:
             raise self._reject(web.HTTPBadRequest, f"cannot decrypt: {error}") from None
 
-    async def _answer(self, inbound: Inbound, started: float) -> str | None:
-        """The text of the passive reply, or None to answer `success` and push instead."""
+    async def _answer(self, inbound: Inbound, started: float) -> Answer | None:
+        """The answer, split by the outbox between the passive reply and follow-ups; None to
+        answer `success` (the answer, if any, goes out by push)."""
         if inbound.dedup_key in self._late:
             return None  # the first delivery's answer is already on its way by push
         if self._pipeline.overloaded:
@@ -285,26 +271,18 @@ class WechatMpCallback:
             raise self._reject(web.HTTPServiceUnavailable, "overloaded") from None
         if outcome.duplicate:
             self._metrics.duplicates.labels(CHANNEL).inc()
-            if outcome.delivery != "passive" or not outcome.replies:
-                return None
-            return outcome.replies[0].text
-        if not outcome.replies:
-            return None
-        if len(outcome.replies) > 1:
-            # A passive reply carries one message; the rest follow as customer-service messages.
-            self._tasks.spawn(self._outbox.push(CHANNEL, inbound.user_id, outcome.message_ids[1:],
-                                                outcome.replies[1:]), name="wechat_mp follow-up")
-        self._passive_replies.inc()
-        return outcome.replies[0].text
+        answer = self._outbox.answer(CHANNEL, outcome, in_time=True)
+        if answer.passive and not outcome.duplicate:
+            self._passive_replies.inc()
+        return answer
 
     async def _deliver_late(self, inbound: Inbound, work: asyncio.Future[Outcome]) -> None:
         key = inbound.dedup_key or ""
         try:
             outcome = await work
-            if not outcome.duplicate:
-                states = await self._outbox.push(CHANNEL, inbound.user_id, outcome.message_ids, outcome.replies)
-                for state in states:
-                    self._metrics.replies.labels(CHANNEL, state).inc()
+            answer = self._outbox.answer(CHANNEL, outcome, in_time=False)
+            for pushed in await self._outbox.deliver(CHANNEL, inbound.user_id, answer.follow_ups):
+                self._metrics.replies.labels(CHANNEL, pushed.state).inc()
         finally:
             # WeChat retries within seconds; after that the stored delivery state answers them.
             asyncio.get_running_loop().call_later(30, self._late.discard, key)
