@@ -27,8 +27,8 @@ function waited(iso) {
 }
 function deliveryError(error) {
   if (!error) return "";
-  if (error.includes("45015")) return "发送失败：客户超过 48 小时未互动或已取消关注，微信不允许再发客服消息。";
-  if (error.includes("45047")) return "发送失败：本次互动窗口内的客服消息条数已用完，请等客户再次发言。";
+  if (error.includes("45015") || error.startsWith("window_closed")) return "发送失败：客户超过 48 小时未互动或已取消关注，微信不允许再发客服消息。";
+  if (error.includes("45047") || error.startsWith("window_quota_used")) return "发送失败：本次互动窗口内的客服消息条数已用完，请等客户再次发言。";
   return "发送失败：" + error;
 }
 function notice(text, ok) {

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 
 from bot.app import keys
-from tests.support.db import customer_row, events, messages
+from tests.support.db import customer_row, database_held, events, messages
 from tests.support.wechat import ACCOUNT, event_xml, message_xml, sha1_signature, text_xml
 
 HOURS_REPLY = "亲，我们的门店营业时间是每天 10:00–22:00，线上客服 9:00–21:00。"
@@ -251,18 +248,6 @@ async def test_an_overloaded_pipeline_answers_503_at_once_and_the_retry_is_answe
     assert [m.direction for m in await messages(sqlite_url, "o-busy")] == ["in", "out"]
     metrics = await (await server.client.get("/metrics")).text()
     assert 'reason="overloaded"' in metrics
-
-
-@asynccontextmanager
-async def database_held(sqlite_url: str) -> AsyncIterator[None]:
-    """Another writer holds the database: no answer can be ready before the deadline."""
-    blocker = sqlite3.connect(sqlite_url.split("///", 1)[1], timeout=1)
-    blocker.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    finally:
-        blocker.rollback()
-        blocker.close()
 
 
 async def test_slow_answer_falls_back_to_a_customer_service_message(wechat, sqlite_url, fake_api):

@@ -206,6 +206,22 @@ async def test_a_delivery_error_is_shown_to_staff(console, fake_api):
     assert stored[-1].delivery == "failed" and "45015" in stored[-1].payload["error"]
 
 
+async def test_a_staff_reply_beyond_the_window_quota_is_not_sent_and_staff_see_why(console, fake_api):
+    app = await console(clock=Clock(OPEN))
+    conversation_id = await escalate(app)  # her message opened a window of 5 pushes in 48 hours
+    lin = await app.staff("lin")
+    await lin.post(f"/console/api/conversations/{conversation_id}/claim")
+    for n in range(5):
+        status, body = await lin.post(f"/console/api/conversations/{conversation_id}/reply", {"text": f"第 {n + 1} 条"})
+        assert status == 200 and body["delivery"] == "push"
+    status, body = await lin.post(f"/console/api/conversations/{conversation_id}/reply", {"text": "第 6 条"})
+    assert status == 502 and body["delivery"] == "failed" and body["error"] == "window_quota_used"
+    assert [m["text"]["content"] for m in fake_api.sent] == [f"第 {n + 1} 条" for n in range(5)]
+    stored = await messages(app.url, "o-alice")
+    assert (stored[-1].text, stored[-1].delivery, stored[-1].payload["error"]) == (
+        "第 6 条", "failed", "window_quota_used")
+
+
 async def test_not_understood_three_times_escalates_with_the_reason(console):
     app = await console(clock=Clock(OPEN))
     for text in ("阿巴阿巴", "呜啦啦啦"):

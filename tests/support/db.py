@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import select
@@ -36,3 +39,15 @@ async def customer_row(url: str, external_id: str) -> Any:
 
 async def events(url: str, kind: str | None = None) -> list[Any]:
     return await rows(url, Event, *([Event.kind == kind] if kind else []))
+
+
+@asynccontextmanager
+async def database_held(sqlite_url: str) -> AsyncIterator[None]:
+    """Another writer holds the database: no answer can be ready before the deadline."""
+    blocker = sqlite3.connect(sqlite_url.split("///", 1)[1], timeout=1)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        blocker.rollback()
+        blocker.close()

@@ -23,6 +23,9 @@ class FakeWechatApi:
     # HTTP statuses to answer the next sends with before any errcode (502 = a gateway failure)
     send_statuses: list[int] = field(default_factory=list)
     send_delay: float = 0.0
+    # What reached WeChat, in order: "push" for every accepted send; a test adds what WeChat's
+    # callback side saw (e.g. "passive reply") to read the order of the two.
+    arrivals: list[str] = field(default_factory=list)
     server: TestServer | None = None
     _counter: itertools.count = field(default_factory=lambda: itertools.count(1))
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -67,6 +70,7 @@ class FakeWechatApi:
         if errcode:
             return web.json_response({"errcode": errcode, "errmsg": "refused by fake"})
         self.sent.append(payload)
+        self.arrivals.append("push")
         self._arrived.set()
         return web.json_response({"errcode": 0, "errmsg": "ok"})
 

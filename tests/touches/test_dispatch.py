@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -10,8 +11,9 @@ import aiohttp
 import pytest
 from sqlalchemy import select, update
 
+from bot.channels.base import Capabilities, Delivery, DeliveryResult, OutboundMessage, Text
 from bot.channels.wechat_mp.api import WechatApi
-from bot.channels.wechat_mp.sender import WechatMpSender
+from bot.channels.wechat_mp.sender import PUSH_WINDOW, WechatMpSender
 from bot.outbox.dispatch import claim_due_touches, dispatch_due_touches
 from bot.outbox.policy import TouchPolicySettings
 from storage.models import Conversation, Customer, Message, Touch
@@ -164,6 +166,59 @@ async def test_window_errors_are_skipped_and_never_retried(sessions, senders, fa
         assert (await session.execute(select(Message))).first() is None  # no transcript for a skip
     clock.advance(days=1)
     assert (await dispatch(sessions, senders, clock)).claimed == 0
+
+
+async def test_wechats_system_busy_is_retried_and_other_refusals_fail_at_once(sessions, senders, fake_api) -> None:
+    customer_id = await add_customer(sessions, **OPEN)
+    busy = await enqueue(sessions, customer_id, "busy")
+    fake_api.send_errors = [-1]
+    await dispatch(sessions, senders, FakeClock(T0))
+    row = await touch_row(sessions, busy)
+    assert (row.status, row.reason) == ("pending", "retrying: WeChat errcode -1: refused by fake")
+    blocked = await enqueue(sessions, customer_id, "blocked", due_at=T0)
+    fake_api.send_errors = [40003]  # not a follower's openid
+    await dispatch(sessions, senders, FakeClock(T0))
+    row = await touch_row(sessions, blocked)
+    assert (row.status, row.attempts, row.reason) == ("failed", 1, "WeChat errcode 40003: refused by fake")
+
+
+@dataclass
+class ScriptedChannel:
+    """A channel that answers its sends with scripted neutral outcomes, as any platform's folder does."""
+
+    results: list[DeliveryResult]
+    capabilities: Capabilities = Capabilities(push_window=PUSH_WINDOW)
+    sent: list[tuple[str, OutboundMessage]] = field(default_factory=list)
+
+    async def prepare(self) -> None:
+        return None
+
+    async def send(self, user_id: str, message: OutboundMessage) -> DeliveryResult:
+        self.sent.append((user_id, message))
+        return self.results.pop(0)
+
+
+@pytest.mark.parametrize("result, status, reason, window", [
+    (DeliveryResult(Delivery.WINDOW_CLOSED), "skipped", "window_closed", (None, 0)),
+    (DeliveryResult(Delivery.QUOTA_USED, "over the limit", "E6"), "skipped", "window_quota_used (E6)",
+     (OPEN["window_expires_at"], 5)),
+    (DeliveryResult(Delivery.RETRY_LATER, "busy"), "pending", "retrying: busy", (OPEN["window_expires_at"], 0)),
+    (DeliveryResult(Delivery.REFUSED, "account deleted"), "failed", "account deleted",
+     (OPEN["window_expires_at"], 0)),
+])
+async def test_a_channels_neutral_outcome_decides_what_becomes_of_the_touch(sessions, result, status, reason,
+                                                                           window) -> None:
+    customer_id = await add_customer(sessions, **OPEN)
+    touch_id = await enqueue(sessions, customer_id, "svc")
+    channel = ScriptedChannel([result])
+    await dispatch(sessions, {"wechat_mp": channel}, FakeClock(T0))
+    assert channel.sent == [("o-alice", Text(TEXT["text"]))]
+    row = await touch_row(sessions, touch_id)
+    assert (row.status, row.reason) == (status, reason)
+    async with sessions() as session:
+        customer = await session.get(Customer, customer_id)
+        assert (await session.execute(select(Message))).first() is None
+    assert customer is not None and (customer.window_expires_at, customer.window_used) == window
 
 
 async def test_server_errors_are_retried_with_backoff_then_fail(sessions, senders, fake_api) -> None:
