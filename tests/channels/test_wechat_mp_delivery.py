@@ -83,12 +83,12 @@ async def test_follow_ups_beyond_the_window_quota_are_not_sent_and_say_why(aioht
 
 
 async def test_a_late_answer_is_pushed_within_the_window_quota_and_the_rest_recorded(
-        aiohttp_client, example_settings, sqlite_url, fake_api) -> None:
-    server = await start(aiohttp_client, example_settings, sqlite_url, fake_api, WELCOME,
+        aiohttp_client, example_settings, backend_url, fake_api) -> None:
+    server = await start(aiohttp_client, example_settings, backend_url, fake_api, WELCOME,
                          reply_deadline_seconds=0.001)
-    async with database_held(sqlite_url):
+    async with database_held(backend_url):
         assert await server.post(event_xml("o-late", "subscribe")) == (200, "success")
-    out = await stored_out(sqlite_url, "o-late", 4)
+    out = await stored_out(backend_url, "o-late", 4)
     # Missed the deadline: every message is a push, and the follow's window holds three.
     assert [m.delivery for m in out] == ["push", "push", "push", "failed"]
     assert out[-1].payload["error"] == "window_quota_used"

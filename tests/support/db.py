@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -42,12 +42,33 @@ async def events(url: str, kind: str | None = None) -> list[Any]:
 
 
 @asynccontextmanager
-async def database_held(sqlite_url: str) -> AsyncIterator[None]:
-    """Another writer holds the database: no answer can be ready before the deadline."""
-    blocker = sqlite3.connect(sqlite_url.split("///", 1)[1], timeout=1)
-    blocker.execute("BEGIN IMMEDIATE")
+async def database_held(url: str) -> AsyncIterator[None]:
+    """Another writer holds the messages table (on SQLite the whole database): no answer can be
+    stored, so none is ready before the deadline."""
+    if url.startswith("sqlite"):
+        blocker = sqlite3.connect(url.split("///", 1)[1], timeout=1)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            blocker.rollback()
+            blocker.close()
+        return
+    engine = create_async_engine(url, poolclass=NullPool)
     try:
-        yield
+        async with engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                # EXCLUSIVE lets others read the table but not write it, until the rollback.
+                await connection.execute(text("LOCK TABLE messages IN EXCLUSIVE MODE"))
+                try:
+                    yield
+                finally:
+                    await connection.rollback()
+            else:
+                await connection.execute(text("LOCK TABLES messages READ"))  # others read, none write
+                try:
+                    yield
+                finally:
+                    await connection.execute(text("UNLOCK TABLES"))
     finally:
-        blocker.rollback()
-        blocker.close()
+        await engine.dispose()
