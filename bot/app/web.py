@@ -16,7 +16,7 @@ from bot.api.events import EVENT_REACTIONS, add_event_routes
 from bot.app import keys
 from bot.app.background import BackgroundTasks
 from bot.app.channels import CHANNELS
-from bot.app.metrics import Metrics
+from bot.app.metrics import Metrics, watch_loop_lag
 from bot.app.services import build_flow_engine, build_stages
 from bot.app.understanding import build_router
 from bot.channels.base import Sender
@@ -46,7 +46,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app[keys.CLOCK] = clock or SystemClock()
     app[keys.METRICS] = Metrics()
     app[keys.TASKS] = BackgroundTasks()
-    app.cleanup_ctx.extend([_storage, _http_client, _message_path, _scheduler, _start_up_heap_frozen])
+    app.cleanup_ctx.extend([_storage, _http_client, _message_path, _scheduler, _start_up_heap_frozen,
+                           _loop_lag_probe])
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
@@ -130,6 +131,14 @@ async def _start_up_heap_frozen(app: web.Application) -> AsyncIterator[None]:
     gc.freeze()
     yield
     gc.unfreeze()
+
+
+async def _loop_lag_probe(app: web.Application) -> AsyncIterator[None]:
+    """siyu_event_loop_lag_seconds: how long work on the event loop keeps messages waiting."""
+    probe = asyncio.create_task(watch_loop_lag(app[keys.METRICS].loop_lag.observe), name="event loop lag probe")
+    yield
+    probe.cancel()
+    await asyncio.gather(probe, return_exceptions=True)
 
 
 FLOW_SWEEP_SECONDS = 30
