@@ -181,7 +181,8 @@ async def bench_hooks(app: Any, figures: Path) -> AsyncIterator[None]:
     """
     from bot.app import keys
     from bot.app.metrics import watch_loop_lag
-    from bot.app.web import FLOWS, WECHAT_MP_API
+    from bot.app.web import FLOWS
+    from bot.channels.wechat_mp.wiring import WECHAT_MP_API
     from flows.lifecycle import lifecycle_sweep
 
     api = app[WECHAT_MP_API]
