@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from flows.push_window import PushWindow, WindowAction, close_window, open_window
 from flows.turn import Turn
 from handlers.messages import EventKind, InboundKind, Reply
+from handlers.text import fold
 from storage.conversations import log_event
 
 UNSUBSCRIBE_WORDS = frozenset({"退订", "td"})
@@ -15,14 +16,10 @@ SUBSCRIBE_WORDS = frozenset({"订阅"})
 _FOLLOW_EVENTS = {EventKind.SUBSCRIBE, EventKind.SCAN}
 
 
-def _word(text: str) -> str:
-    return text.strip().casefold()
-
-
 class ConsentAndWindowStage:
     """Pipeline stage: opens the push window each customer action grants, and handles 退订/订阅.
 
-    退订 / TD (exact, any case, trimmed) stops marketing touches; 订阅 or any later message
+    退订 / TD (exact, any case or width, trimmed) stops marketing touches; 订阅 or any later message
     resubscribes. Consent changes go to the event log. `windows` holds each channel's declared
     window rules; a channel without an entry has no window to open.
     """
@@ -47,7 +44,7 @@ class ConsentAndWindowStage:
         if inbound.kind is InboundKind.UNKNOWN:
             return
         open_window(customer, WindowAction.MESSAGE, turn.now, rules)
-        word = _word(inbound.text) if inbound.kind is InboundKind.TEXT else ""
+        word = fold(inbound.text) if inbound.kind is InboundKind.TEXT else ""
         if word in UNSUBSCRIBE_WORDS:
             if not customer.marketing_opt_out:
                 self._change(turn, opt_out=True, via=inbound.text.strip())

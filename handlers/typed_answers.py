@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from enum import Enum
 from typing import Final, Literal
 
+from handlers.text import Decoration, fold
+
 
 class _NotAnAnswer(Enum):
     NOT_AN_ANSWER = "not an answer"
@@ -20,31 +22,18 @@ class _NotAnAnswer(Enum):
 NOT_AN_ANSWER: Final = _NotAnAnswer.NOT_AN_ANSWER
 NotAnAnswer = Literal[_NotAnAnswer.NOT_AN_ANSWER]
 
+# 参 too: customers write the formal 3 as 參, which Simplified folding turns into 参.
 _CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "壹": 1, "幺": 1, "二": 2, "贰": 2, "两": 2, "俩": 2,
-              "三": 3, "叁": 3, "四": 4, "肆": 4, "五": 5, "伍": 5, "六": 6, "陆": 6,
+              "三": 3, "叁": 3, "参": 3, "四": 4, "肆": 4, "五": 5, "伍": 5, "六": 6, "陆": 6,
               "七": 7, "柒": 7, "八": 8, "捌": 8, "九": 9, "玖": 9, "十": 10, "拾": 10}
-# Traditional forms customers type; the typed answers do not need the full OpenCC tables.
-_T2S = str.maketrans({"兩": "两", "倆": "俩", "陸": "陆", "貳": "贰", "參": "叁", "個": "个",
-                      "顆": "颗", "滿": "满", "對": "对", "須": "须", "確": "确",
-                      "認": "认", "們": "们", "沒": "没", "謝": "谢", "號": "号", "碼": "码",
-                      "電": "电", "話": "话", "單": "单", "訂": "订", "條": "条", "應": "应",
-                      "該": "该", "會": "会", "與": "与", "為": "为", "這": "这", "給": "给",
-                      "還": "还", "難": "难", "極": "极", "錯": "错", "壞": "坏", "麼": "么",
-                      "聽": "听", "買": "买", "說": "说", "選": "选", "擇": "择"})
 
 
 # "-1" must not read as 1 once punctuation is stripped.
-_NEGATIVE = re.compile(r"[-−﹣]\d")
+_NEGATIVE = re.compile(r"[-−﹣]\s*\d")
 
 
-def _fold(text: str) -> str:
-    """Half-width, lower case, Simplified for the words we look for, no spaces."""
-    text = unicodedata.normalize("NFKC", text).casefold().translate(_T2S)
-    return re.sub(r"\s+", "", text)
-
-
-def _strip_punctuation(text: str) -> str:
-    return "".join(ch for ch in text if unicodedata.category(ch)[0] not in "PSZC")
+def _drop_decoration(text: str) -> str:
+    return fold(text, decoration=Decoration.DROP)
 
 
 def _small_number(text: str) -> int | None:
@@ -72,14 +61,14 @@ _RATING_WORDS: tuple[tuple[int, tuple[str, ...]], ...] = (
 
 def parse_rating(text: str) -> int | NotAnAnswer:
     """A 1–5 rating: "4", "４分", "五星", "⭐⭐⭐", "非常满意", "不太满意"."""
-    folded = _fold(text)
+    folded = fold(text, simplified=True)
     stars = folded.count("⭐") + folded.count("★") + folded.count("🌟")
-    if stars and not _strip_punctuation(folded.replace("⭐", "").replace("★", "")
+    if stars and not _drop_decoration(folded.replace("⭐", "").replace("★", "")
                                         .replace("🌟", "")):
         return stars if 1 <= stars <= 5 else NOT_AN_ANSWER
     if _NEGATIVE.search(folded):
         return NOT_AN_ANSWER
-    plain = _strip_punctuation(folded)
+    plain = _drop_decoration(folded)
     found = re.fullmatch(r"(?:打|给|评)?(.{1,2}?)(?:分|星|颗星|个星|星好评)?(?:吧|啊|呀)?", plain)
     if found:
         value = _small_number(found.group(1))
@@ -97,10 +86,10 @@ def parse_rating(text: str) -> int | NotAnAnswer:
 
 def parse_nps(text: str) -> int | NotAnAnswer:
     """A 0–10 likelihood to recommend: "9", "十分", "打8分", "０"."""
-    folded = _fold(text)
+    folded = fold(text, simplified=True)
     if _NEGATIVE.search(folded):
         return NOT_AN_ANSWER
-    plain = _strip_punctuation(folded)
+    plain = _drop_decoration(folded)
     found = re.fullmatch(r"(?:打|给|评)?(.{1,2}?)(?:分|点)?(?:吧|啊|呀)?", plain)
     if not found:
         return NOT_AN_ANSWER
@@ -121,10 +110,10 @@ _YES = ("好的", "好啊", "好", "是的", "是", "对", "对的", "可以", "
 
 def parse_yes_no(text: str) -> bool | NotAnAnswer:
     """True for 好的 / 是 / 可以 / ok, False for 不用了 / 不要 / 算了; else not an answer."""
-    folded = _fold(text)
+    folded = fold(text, simplified=True)
     if folded in ("👌", "👍"):
         return True
-    plain = _strip_punctuation(folded)
+    plain = _drop_decoration(folded)
     if not plain:
         return NOT_AN_ANSWER
     # A negative word anywhere in a short answer decides it ("好像不用", "暂时不要", "算了吧").
@@ -144,8 +133,8 @@ def parse_choice(text: str, options: Sequence[str]) -> str | NotAnAnswer:
     """One of `options`, by its number ("2", "第二个", "B") or its text; else not an answer."""
     if not options:
         return NOT_AN_ANSWER
-    plain = _strip_punctuation(_fold(text))
-    folded_options = [_strip_punctuation(_fold(o)) for o in options]
+    plain = fold(text, decoration=Decoration.DROP, simplified=True)
+    folded_options = [fold(o, decoration=Decoration.DROP, simplified=True) for o in options]
     for option, folded in zip(options, folded_options):
         if plain == folded:
             return option
@@ -171,7 +160,7 @@ _MOBILE = re.compile(r"(?<!\d)(?:\+?86)?(1[3-9]\d{9})(?!\d)")
 
 def parse_phone(text: str) -> str | NotAnAnswer:
     """A mainland mobile number ("138 0013 8000", "+86-13800138000") as 11 digits."""
-    digits = re.sub(r"[\s\-()（）]", "", unicodedata.normalize("NFKC", text))
+    digits = re.sub(r"[\s\-()]", "", fold(text))
     found = _MOBILE.findall(digits)
     return found[0] if len(found) == 1 else NOT_AN_ANSWER
 
@@ -182,7 +171,7 @@ _ORDER = re.compile(r"(?<![a-z0-9])([a-z]{0,4}\d[a-z0-9]{3,31})(?![a-z0-9])", re
 def parse_order_number(text: str) -> str | NotAnAnswer:
     """An order number: 5–36 letters and digits, digits after an optional letter prefix
     ("A1001", "2024 1123 0001"); a mobile number is not one."""
-    folded = unicodedata.normalize("NFKC", text)
+    folded = fold(text)
     candidates = [c for c in _ORDER.findall(re.sub(r"(?<=\w)[\s\-](?=\w)", "", folded))
                   if not _MOBILE.fullmatch(c)]
     return candidates[0].upper() if len(candidates) == 1 else NOT_AN_ANSWER

@@ -6,7 +6,7 @@ from bot.config.settings import Settings
 from handlers.matching import Matcher
 from handlers.nlu.engine import build_matcher
 from handlers.router import ReplyTexts, Router
-from handlers.rules import Rule, RuleMatcher
+from handlers.rules import Rule, RuleKind, RuleMatcher
 
 
 def build_router(settings: Settings) -> Router:
@@ -14,7 +14,8 @@ def build_router(settings: Settings) -> Router:
     matchers: list[Matcher] = []
     if settings.rules:
         matchers.append(RuleMatcher([
-            Rule(name=r.name, match=r.match, patterns=tuple(r.patterns), reply=r.reply, priority=r.priority)
+            Rule(name=r.name, kind=RuleKind(r.match), patterns=tuple(r.patterns), priority=r.priority,
+                 reply=r.reply)
             for r in settings.rules
         ]))
     if settings.intents or settings.faq:

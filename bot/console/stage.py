@@ -14,14 +14,14 @@ from flows.handoff import Reason, State
 from flows.turn import Turn
 from handlers.matching import Action
 from handlers.messages import InboundKind, Reply
+from handlers.text import Decoration, fold
 from storage.models import Customer
 
-_NOISE = re.compile(r"[\s\W_]+", re.UNICODE)
 _WORDS = (InboundKind.TEXT, InboundKind.VOICE)
 
 
 def _normalise(text: str) -> str:
-    return _NOISE.sub("", text).lower()
+    return fold(text, decoration=Decoration.DROP)
 
 
 class HandoffStage:

@@ -9,11 +9,11 @@ from handlers.matching import Action, Match
 from handlers.nlu.classifier import IntentClassifier
 from handlers.nlu.faq import FaqIndex
 from handlers.nlu.normalize import Normalizer
-from handlers.nlu.rules import IntentRules
 from handlers.nlu.segment import Segmenter
 from handlers.nlu.settings import FaqEntry, IntentSpec, NluSettings
 from handlers.nlu.topics import load_word_topics
 from handlers.nlu.word_vectors import load_word_vectors
+from handlers.rules import Rule, RuleKind, RuleSet
 
 # The classifier's own label for "belongs to no intent", trained from `nlu.out_of_scope`
 # (evaluation files use the same word).
@@ -29,7 +29,7 @@ class IntentEngine:
     jieba's dictionary and fits the classifier), then call `match` per message."""
 
     def __init__(self, intents: Sequence[IntentSpec], nlu: NluSettings, normalizer: Normalizer,
-                 segmenter: Segmenter, rules: IntentRules, classifier: IntentClassifier | None,
+                 segmenter: Segmenter, rules: RuleSet, classifier: IntentClassifier | None,
                  examples: FaqIndex | None, faq: FaqIndex, faq_entries: Sequence[FaqEntry]) -> None:
         self._intents = {intent.name: intent for intent in intents}
         self._faq_entries = {FAQ_PREFIX + entry.name: entry for entry in faq_entries}
@@ -48,7 +48,12 @@ class IntentEngine:
         the word topics and vectors on a process's first build)."""
         normalizer = Normalizer(nlu.synonyms)
         segmenter = Segmenter(normalizer(word) for word in nlu.dictionary)
-        rules = IntentRules(intents, normalizer)
+        rules = RuleSet([Rule(intent.name, kind, tuple(patterns), intent.priority)
+                         for intent in intents
+                         for kind, patterns in ((RuleKind.EXACT, intent.exact),
+                                                (RuleKind.KEYWORD, intent.keywords),
+                                                (RuleKind.REGEX, intent.regex)) if patterns],
+                        normalizer)
 
         texts: list[str] = []
         labels: list[str] = []
@@ -90,7 +95,7 @@ class IntentEngine:
             return None
         hit = self._rules.match(normalized) if self._rules else None
         if hit is not None:
-            return self._intent_match(hit.intent, "rule", 1.0)
+            return self._intent_match(hit.rule.name, "rule", 1.0)
         entry = self._faq.exact(normalized)
         if entry is not None:
             return _faq_match(entry, 1.0)

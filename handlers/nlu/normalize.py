@@ -1,21 +1,11 @@
-"""Message normalisation: one canonical form for full-width, Traditional, cased and decorated text."""
+"""Message normalisation for the intent engine: the folded text, then operator synonyms."""
 
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Mapping
 
-import opencc
-
-# Symbols, emoji, punctuation, marks and control/format characters (ZWJ, variation selectors)
-# carry no intent; they become a space so that the words they separated stay apart.
-_DROP_CATEGORIES = frozenset({"Ps", "Pe", "Pi", "Pf", "Po", "Sm", "Sc", "Sk", "So",
-                              "Cc", "Cf", "Cs", "Co", "Cn", "Mn", "Me", "Zl", "Zp", "Zs"})
-# Hyphens and underscores join parts of one code ("TEE-01", "a_1"): they vanish without a space,
-# so a SKU written with or without them normalises alike.
-_JOIN_CATEGORIES = frozenset({"Pc", "Pd"})
-_SPACES = re.compile(r"\s+")
+from handlers.text import Decoration, fold, load_tables
 
 
 class Normalizer:
@@ -26,8 +16,7 @@ class Normalizer:
     """
 
     def __init__(self, synonyms: Mapping[str, list[str]] | None = None) -> None:
-        # OpenCC reads its conversion tables here, at build time, never at import.
-        self._t2s = opencc.OpenCC("t2s")
+        load_tables()  # at build time, not in the first message
         self._synonyms: dict[str, str] = {}
         self._synonym_re: re.Pattern[str] | None = None
         pairs = {
@@ -44,22 +33,10 @@ class Normalizer:
 
     def clean(self, text: str) -> str:
         """Width, case, script, decoration and spacing, without synonyms."""
-        text = unicodedata.normalize("NFKC", text).casefold()
-        text = self._t2s.convert(text)
-        text = "".join(_replacement(ch) for ch in text)
-        return _SPACES.sub(" ", text).strip()
+        return fold(text, decoration=Decoration.SPACE, simplified=True)
 
     def __call__(self, text: str) -> str:
         text = self.clean(text)
         if self._synonym_re is not None:
             text = self._synonym_re.sub(lambda m: self._synonyms[m.group(0)], text)
         return text
-
-
-def _replacement(ch: str) -> str:
-    category = unicodedata.category(ch)
-    if category in _DROP_CATEGORIES:
-        return " "
-    if category in _JOIN_CATEGORIES:
-        return ""
-    return ch

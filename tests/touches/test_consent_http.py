@@ -77,3 +77,9 @@ async def test_a_follow_opens_three_messages_within_a_minute(wechat, sqlite_url,
     assert len(fake_api.sent) == 3
     pushed = await rows(sqlite_url, Touch, Touch.status == "sent")
     assert len(pushed) == 3
+
+
+async def test_full_width_td_unsubscribes_like_td(wechat, sqlite_url) -> None:
+    server = await wechat()
+    assert (await server.say("o-erin", "ＴＤ"))["Content"] == UNSUBSCRIBED
+    assert (await customer_row(sqlite_url, "o-erin")).marketing_opt_out
