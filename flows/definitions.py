@@ -17,14 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from flows.conditions import Condition
 from flows.durations import parse_duration
+from flows.stages import STAGES
+from handlers.typed_answers import AnswerKind
 
-STAGES = ("contact", "interest", "purchase", "use", "loyalty", "at_risk", "churned")
 EVENTS = ("subscribe", "scan", "order_paid", "order_delivered", "order_refunded", "cart_abandoned",
           "points_changed", "profile_updated", "store_visit")
 EXIT_ON = (*EVENTS, "reply", "unsubscribe")
-STEP_TYPES = ("send", "wait", "ask", "branch", "set_tag", "remove_tag", "set_attribute", "add_points",
-              "set_stage", "handoff", "goto", "end")
-ANSWER_KINDS = ("rating", "nps", "yes_no", "choice", "phone", "order_number", "text")
 # What message texts may use, besides the answers a flow's own questions save.
 TEXT_VARIABLES = frozenset({"nickname", "points", "points_expiring", "points_expiring_on", "points_recent",
                             "stage", "source", "order.id", "order.amount", "flow"})
@@ -103,7 +101,7 @@ class Step(Strict):
     # wait
     duration: str | None = None
     # ask
-    answer: Literal["rating", "nps", "yes_no", "choice", "phone", "order_number", "text"] | None = None
+    answer: AnswerKind | None = None
     options: list[str] = []
     reprompt: str | None = None
     max_attempts: int = Field(2, ge=1, le=5)

@@ -8,11 +8,7 @@ churned) in set-based batches. Every move is a `stage_changes` row and a reactio
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import uuid
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, insert, literal, or_, select, update
@@ -20,27 +16,19 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from flows.lifecycle_settings import LifecycleSettings
 from flows.reactions import NoReactions, Reactions
+from flows.stages import LifecycleStageName
 from flows.turn import Turn
 from handlers.messages import EventKind, InboundKind
 from storage.conversations import log_event
 from storage.lifecycle_models import SweepLock
 from storage.models import Customer, Event, Order, StageChange, Touch, UTCDateTime
 from storage.upsert import insert_ignore
+from storage.workers import lease_holder
 
 log = logging.getLogger(__name__)
 
 ENGAGEMENT = "engagement"  # events.kind of one engaged interaction
 SWEEP_LEASE = timedelta(minutes=15)
-
-
-class LifecycleStageName(StrEnum):
-    CONTACT = "contact"
-    INTEREST = "interest"
-    PURCHASE = "purchase"
-    USE = "use"
-    LOYALTY = "loyalty"
-    AT_RISK = "at_risk"
-    CHURNED = "churned"
 
 
 S = LifecycleStageName
@@ -208,7 +196,7 @@ async def lifecycle_sweep(sessions: async_sessionmaker[AsyncSession], settings: 
                           now: datetime, reactions: Reactions | None = None) -> dict[str, int]:
     """Move silent customers to at_risk / churned; counts per rule ({"locked": 0} if another runs)."""
     reactions = reactions or NoReactions()
-    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    holder = lease_holder()
     if not await acquire_sweep_lock(sessions, "lifecycle", holder, now):
         log.info("lifecycle sweep already running elsewhere")
         return {"locked": 0}

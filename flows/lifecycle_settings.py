@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-STAGES = ("contact", "interest", "purchase", "use", "loyalty", "at_risk", "churned")
+from flows.stages import STAGES
 
 
 class _Strict(BaseModel):

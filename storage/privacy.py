@@ -15,7 +15,3 @@ def mask(identifier: str) -> str:
         return "***"
     return f"{identifier[:3]}***{identifier[-3:]}"
 
-
-def mask_text(text: str) -> str:
-    """Mask phone numbers inside free text."""
-    return _PHONE.sub(r"\1****\2", text)

@@ -12,12 +12,11 @@ from typing import Any
 from aiohttp import web
 
 from bot.app import keys
-from bot.app.http_body import read_limited
+from bot.app.http_body import MAX_BODY_BYTES, read_limited
 from flows.business_events import EventContext, ingest
 from flows.reactions import NoReactions, Reactions
 
 EVENTS_PATH = "/api/v1/events"
-MAX_BODY_BYTES = 1024 * 1024
 MAX_EVENTS = 1000
 
 # The flow engine's reactions to applied events; without it events are applied and stored only.
@@ -42,7 +41,7 @@ async def post_events(request: web.Request) -> web.Response:
     settings = request.app[keys.SETTINGS]
     if not _authorized(request, settings.api.token):
         return _error(401, "missing or wrong bearer token", **{"WWW-Authenticate": 'Bearer realm="siyu"'})
-    body = await read_limited(request, MAX_BODY_BYTES)
+    body = await read_limited(request)
     if body is None:
         return _error(413, f"body is larger than {MAX_BODY_BYTES} bytes")
     try:

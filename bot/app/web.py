@@ -16,6 +16,7 @@ from bot.api.events import EVENT_REACTIONS, add_event_routes
 from bot.app import keys
 from bot.app.background import BackgroundTasks
 from bot.app.channels import CHANNELS
+from bot.app.http_body import MAX_BODY_BYTES
 from bot.app.metrics import Metrics, watch_loop_lag
 from bot.app.services import build_flow_engine, build_stages
 from bot.app.understanding import build_router
@@ -25,23 +26,24 @@ from bot.clock import Clock, SystemClock
 from bot.config.settings import Settings
 from bot.console.routes import CONSOLE_HUB, add_console_routes
 from bot.console.sweeper import sweep_unclaimed
-from bot.outbox.dispatch import default_worker_id, dispatch_due_touches
+from bot.outbox.dispatch import dispatch_due_touches
 from bot.outbox.outbox import Outbox
 from bot.pipeline.pipeline import Pipeline
 from flows.engine import FlowEngine
 from flows.lifecycle import lifecycle_sweep
 from flows.points import expire_points
 from storage.db import database_reachable, make_engine, make_sessionmaker
+from storage.workers import worker_id
 
 log = logging.getLogger(__name__)
 
 SENDERS = web.AppKey("senders", Mapping[str, Sender])
 FLOWS = web.AppKey("flows", FlowEngine)
-WORKER_ID = default_worker_id()
+WORKER_ID = worker_id()
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> web.Application:
-    app = web.Application(client_max_size=1024 * 1024)
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[keys.SETTINGS] = settings
     app[keys.CLOCK] = clock or SystemClock()
     app[keys.METRICS] = Metrics()

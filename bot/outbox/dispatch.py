@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -562,8 +560,3 @@ def transcript_text(touch: ClaimedTouch | Touch, via_template: bool) -> str:
         article = body["articles"][0]
         return f"[图文] {article['title']} {article['url']}"
     return "[图片]"
-
-
-def default_worker_id() -> str:
-    """Names this process in logs: host and pid."""
-    return f"{socket.gethostname()}:{os.getpid()}"

@@ -17,10 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bot.channels.base import Capabilities
 from flows.push_window import window_remaining
-from flows.timezones import check_zone_name, zone_or_default
+from flows.timezones import DEFAULT_TIMEZONE, check_zone_name, zone_or_default
 from storage.models import Customer, Touch
-
-DEFAULT_TIMEZONE = "Asia/Shanghai"
 
 
 class TouchPolicySettings(BaseModel):

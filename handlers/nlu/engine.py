@@ -85,10 +85,6 @@ class IntentEngine:
         faq_index = FaqIndex(faq, normalizer, segmenter.search_words)
         return cls(intents, nlu, normalizer, segmenter, rules, classifier, examples, faq_index, faq)
 
-    @property
-    def intent_names(self) -> tuple[str, ...]:
-        return tuple(self._intents)
-
     def match(self, text: str) -> Match | None:
         normalized = self._normalize(text)
         if not normalized:

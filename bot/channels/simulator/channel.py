@@ -20,7 +20,7 @@ from handlers.messages import EventKind, Inbound, InboundKind
 from storage.models import Customer, Message
 
 CHANNEL = "simulator"
-MAX_BODY = 16 * 1024
+MAX_BODY = 16 * 1024  # one chat message: far below the default for other bodies
 MAX_TEXT = 2000
 _EVENTS = {"subscribe": EventKind.SUBSCRIBE, "unsubscribe": EventKind.UNSUBSCRIBE,
            "scan": EventKind.SCAN, "click": EventKind.CLICK}

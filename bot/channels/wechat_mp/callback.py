@@ -25,6 +25,7 @@ from wechatpy.events import BaseEvent
 from wechatpy.messages import MESSAGE_TYPES, BaseMessage, UnknownMessage
 
 from bot.app.background import BackgroundTasks
+from bot.app.http_body import read_limited
 from bot.app.metrics import Metrics
 from bot.channels.wechat_crypto import CryptoError, MessageCrypto, _cdata, signature_matches
 from bot.channels.wechat_mp.sender import CHANNEL
@@ -221,13 +222,10 @@ class WechatMpCallback:
 
     async def _read_body(self, request: web.Request) -> str:
         limit = self._settings.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
+        raw = await read_limited(request, limit)
+        if raw is None:
             self._metrics.rejected.labels(CHANNEL, "body too large").inc()
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-        raw = await request.content.read(limit + 1)
-        if len(raw) > limit:
-            self._metrics.rejected.labels(CHANNEL, "body too large").inc()
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(raw))
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length or limit + 1)
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
