@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from flows import lifecycle, points
 from flows.lifecycle_settings import LifecycleSettings, PointsSettings
 from flows.reactions import NoReactions, Reactions
-from flows.timezones import check_zone_name
+from flows.timezones import ZoneName
 from storage.conversations import log_event, new_customer
 from storage.db import is_retryable
 from storage.models import BusinessEvent, Customer, Order
@@ -137,7 +137,7 @@ class ProfileUpdated(_Data):
     add_tags: list[str] = []
     remove_tags: list[str] = []
     attributes: dict[str, Any] | None = None  # merged; a null value removes the attribute
-    timezone: str | None = None
+    timezone: ZoneName | None = None
 
     @field_validator("phone")
     @classmethod
@@ -145,12 +145,6 @@ class ProfileUpdated(_Data):
         if phone is not None and not _PHONE.match(phone):
             raise ValueError("not a phone number")
         return phone
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, zone: str | None) -> str | None:
-        return None if zone is None else check_zone_name(zone)
-
 
 class StoreVisit(_Data):
     store_id: str | None = Field(None, max_length=64)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 
@@ -14,6 +17,10 @@ def check_zone_name(name: str) -> str:
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown timezone {name!r} (use an IANA name like {DEFAULT_TIMEZONE})") from None
     return name
+
+
+# A settings or payload field holding an IANA zone name, checked when it is loaded.
+ZoneName = Annotated[str, AfterValidator(check_zone_name)]
 
 
 def zone_or_default(name: str | None, default: str = DEFAULT_TIMEZONE) -> ZoneInfo:

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from flows.timezones import check_zone_name
+from flows.timezones import DEFAULT_TIMEZONE, ZoneName
 
 _CODE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -21,15 +21,10 @@ class _Strict(BaseModel):
 class BusinessHours(_Strict):
     """When people answer. Outside these hours customers are told when they will."""
 
-    timezone: str = "Asia/Shanghai"
+    timezone: ZoneName = DEFAULT_TIMEZONE
     days: list[int] = Field(default=[1, 2, 3, 4, 5, 6, 7], min_length=1)  # ISO weekdays, 1 = Monday
     open: str = "09:00"
     close: str = "21:00"
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, name: str) -> str:
-        return check_zone_name(name)
 
     @field_validator("days")
     @classmethod

@@ -13,11 +13,11 @@ from datetime import datetime, time, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from bot.channels.base import Capabilities
 from flows.push_window import window_remaining
-from flows.timezones import DEFAULT_TIMEZONE, check_zone_name, zone_or_default
+from flows.timezones import DEFAULT_TIMEZONE, ZoneName, zone_or_default
 from storage.models import Customer, Touch
 
 
@@ -29,7 +29,7 @@ class TouchPolicySettings(BaseModel):
     quiet_hours_start: time = time(21, 0)
     quiet_hours_end: time = time(9, 0)
     quiet_hours_service: bool = True  # service touches wait for the morning too
-    default_timezone: str = DEFAULT_TIMEZONE
+    default_timezone: ZoneName = DEFAULT_TIMEZONE
     marketing_per_day: int = Field(1, ge=1)
     marketing_per_week: int = Field(3, ge=1)
     staff_hold_recheck_seconds: int = Field(600, ge=10)
@@ -42,11 +42,6 @@ class TouchPolicySettings(BaseModel):
     dispatch_interval_seconds: float = Field(5.0, gt=0)
     unsubscribe_reply: str = "已为您退订营销消息，回复“订阅”可重新订阅。服务通知（订单、售后）不受影响。"
     resubscribe_reply: str = "已为您重新订阅，我们会适时为您推送优惠和活动消息。回复“退订”可随时退订。"
-
-    @field_validator("default_timezone")
-    @classmethod
-    def _known_zone(cls, name: str) -> str:
-        return check_zone_name(name)
 
 
 # ---- the decision ---------------------------------------------------------------------------
