@@ -7,10 +7,12 @@ from handlers.matching import Matcher
 from handlers.nlu.engine import build_matcher
 from handlers.router import ReplyTexts, Router
 from handlers.rules import Rule, RuleKind, RuleMatcher
+from handlers.text import load_tables
 
 
 def build_router(settings: Settings) -> Router:
     """CPU-heavy (segmentation, classifier training): call it in an executor at start-up."""
+    load_tables()  # typed answers fold Traditional script too, with or without intents
     matchers: list[Matcher] = []
     if settings.rules:
         matchers.append(RuleMatcher([
