@@ -1,8 +1,9 @@
 """Runs operator-written flows: starts them on triggers, walks their steps, resumes them on time.
 
 The engine is three things to the rest of the service:
-- a pipeline stage: answers to a flow's question are taken before routing, intents start flows
-  after routing, and a reply ends flows that stop when the customer writes;
+- a pipeline middleware: answers to a flow's question are taken before routing, a decision to
+  start a flow (or a follow's flows) is carried out here, intents start the flows they trigger,
+  and a reply ends flows that stop when the customer writes;
 - the lifecycle's reactions: business events and stage changes start and end flows;
 - a sweeper: runs whose wait or question timed out continue, one transaction per run, under
   the customer's row lock, so several processes never advance the same run twice.
@@ -29,11 +30,10 @@ from flows.conditions import Condition
 from flows.definitions import Flow, Step
 from flows.durations import parse_duration
 from flows.lifecycle_settings import PointsSettings
-from flows.turn import Turn
+from flows.turn import Next, Turn
 from flows.variables import FlowVariables
-from handlers.matching import Action
 from handlers.messages import EventKind, InboundKind, Reply
-from handlers.router import render
+from handlers.router import Decision, StartFlow, render
 from handlers.typed_answers import NOT_AN_ANSWER, parse_answer
 from storage.conversations import log_event
 from storage.models import Customer, FlowRun, SurveyResponse
@@ -85,46 +85,65 @@ class FlowEngine:
                 for name, flow in self._flows.items()
             ], now)
 
-    # --- pipeline stage ---------------------------------------------------------------------
+    # --- pipeline middleware ----------------------------------------------------------------
 
-    async def before_route(self, turn: Turn) -> None:
-        runs = await store.open_runs(turn.session, turn.customer.id)
-        if not runs:
+    async def __call__(self, turn: Turn, next: Next) -> None:
+        """Answers to a flow's question are taken instead of routing; after routing, the intent
+        starts the flows it triggers and an unfollow ends the flows that stop on it."""
+        if await self._take_answers(turn):
             return
+        await next(turn)
+        context = _Context(turn.session, turn.customer, turn.now, turn)
+        decision = turn.decision
+        if decision is not None and decision.match is not None and not isinstance(decision, StartFlow):
+            for flow in self._flows_triggered(intent=decision.match.intent):
+                await self._start(context, flow.name, f"intent:{decision.match.intent}", {})
+        if turn.inbound.event is EventKind.UNSUBSCRIBE:
+            for run in await store.open_runs(turn.session, turn.customer.id):
+                definition = await self._definition(turn.session, run)
+                if definition is not None and "unsubscribe" in definition.exit_on:
+                    await self._exit(context, run, "customer unsubscribed")
+
+    async def act(self, turn: Turn, decision: Decision) -> bool:
+        """Start the flow a decision names; on a follow or scan, the flows it triggers (their
+        own welcome instead of the default one)."""
+        context = _Context(turn.session, turn.customer, turn.now, turn)
+        if isinstance(decision, StartFlow):
+            turn.replies.extend(decision.replies)
+            await self._start(context, decision.flow, f"intent:{decision.match.intent}", {})
+            return True
+        event = turn.inbound.event
+        if turn.inbound.kind is not InboundKind.EVENT or event not in (EventKind.SUBSCRIBE, EventKind.SCAN):
+            return False
+        name = "subscribe" if event is EventKind.SUBSCRIBE else "scan"
+        replies_before = len(turn.replies)
+        started = False
+        for flow in self._flows_triggered(event=name):
+            started = await self._start(context, flow.name, f"event:{name}",
+                                        {"source": turn.inbound.event_key or ""}) or started
+        if started and len(turn.replies) > replies_before:
+            return True
+        turn.replies[replies_before:replies_before] = decision.replies  # the default welcome, first
+        return True
+
+    async def _take_answers(self, turn: Turn) -> bool:
+        """Whether an open run's question took the customer's words as its answer."""
+        # Nothing of the flows is pending yet, only the turn's own changes to the customer and
+        # conversation: they are written with the turn's messages, not before this read.
+        with turn.session.no_autoflush:
+            runs = await store.open_runs(turn.session, turn.customer.id)
+        if not runs:
+            return False
         context = _Context(turn.session, turn.customer, turn.now, turn)
         words = turn.inbound.kind in (InboundKind.TEXT, InboundKind.VOICE) and turn.inbound.text.strip()
         for run in runs:
             flow = await self._definition(turn.session, run)
             if words and run.status == "asking" and flow is not None:
-                await self._take_answer(context, run, flow, turn.inbound.text)
-                if turn.handled:
-                    return
+                if await self._take_answer(context, run, flow, turn.inbound.text):
+                    return True
             elif words and flow is not None and "reply" in flow.exit_on:
                 await self._exit(context, run, "customer replied")
-
-    async def after_route(self, turn: Turn) -> None:
-        context = _Context(turn.session, turn.customer, turn.now, turn)
-        started = False
-        if turn.match is not None and turn.match.action is Action.FLOW and turn.match.flow:
-            started = await self._start(context, turn.match.flow, f"intent:{turn.match.intent}", {})
-        elif turn.match is not None:
-            for flow in self._flows_triggered(intent=turn.match.intent):
-                started = await self._start(context, flow.name, f"intent:{turn.match.intent}", {}) or started
-        event = turn.inbound.event
-        if turn.inbound.kind is InboundKind.EVENT and event in (EventKind.SUBSCRIBE, EventKind.SCAN):
-            name = "subscribe" if event is EventKind.SUBSCRIBE else "scan"
-            replies_before = len(turn.replies)
-            for flow in self._flows_triggered(event=name):
-                started = await self._start(context, flow.name, f"event:{name}",
-                                            {"source": turn.inbound.event_key or ""}) or started
-            if started and len(turn.replies) > replies_before:
-                # The flow's own welcome replaces the default one.
-                del turn.replies[:replies_before]
-        if event is EventKind.UNSUBSCRIBE:
-            for run in await store.open_runs(turn.session, turn.customer.id):
-                definition = await self._definition(turn.session, run)
-                if definition is not None and "unsubscribe" in definition.exit_on:
-                    await self._exit(context, run, "customer unsubscribed")
+        return False
 
     # --- reactions (lifecycle and business events) -------------------------------------------
 
@@ -349,12 +368,13 @@ class FlowEngine:
         else:
             await self._advance(context, run, flow, flow.step_ids().index(target))
 
-    async def _take_answer(self, context: _Context, run: FlowRun, flow: Flow, text: str) -> None:
+    async def _take_answer(self, context: _Context, run: FlowRun, flow: Flow, text: str) -> bool:
+        """Whether the text answered (or was re-asked) the run's question."""
         turn = context.turn
         assert turn is not None
         ids = flow.step_ids()
         if run.step not in ids:
-            return
+            return False
         index = ids.index(run.step)
         step = flow.steps[index]
         value = parse_answer(step.answer or "text", text, step.options)
@@ -365,15 +385,13 @@ class FlowEngine:
                 log_event(context.session, context.customer.id, "flow_question_unanswered", context.now,
                           {"flow": run.flow, "step": run.step})
                 await self._goto(context, run, flow, step.on_timeout or "end")
-                return  # not handled: the router answers what the customer actually said
+                return False  # not handled: the router answers what the customer actually said
             template = step.reprompt or DEFAULT_REPROMPTS[step.answer or "text"]
             variables = await self._variables.text_values(context.session, context.customer, run, template,
                                                           context.now)
             variables["options"] = "、".join(step.options)
             turn.replies.append(Reply(render(template, variables), intent=f"flow:{run.flow}", source="flow"))
-            turn.handled = True
-            return
-        turn.handled = True
+            return True
         if step.save_as:
             run.variables = {**run.variables, step.save_as: value}
             context.session.add(SurveyResponse(
@@ -382,6 +400,7 @@ class FlowEngine:
                 text=None if isinstance(value, int) and not isinstance(value, bool) else str(value),
                 answered_at=context.now))
         await self._advance(context, run, flow, index + 1)
+        return True
 
     async def _send(self, context: _Context, run: FlowRun, flow: Flow, step: Step, step_id: str) -> None:
         variables = await self._variables.text_values(context.session, context.customer, run, step.text or "",

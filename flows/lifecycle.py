@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from flows.lifecycle_settings import LifecycleSettings
 from flows.reactions import NoReactions, Reactions
 from flows.stages import LifecycleStageName
-from flows.turn import Turn
+from flows.turn import Next, Turn
 from handlers.messages import EventKind, InboundKind
 from storage.conversations import log_event
 from storage.lifecycle_models import SweepLock
@@ -130,17 +130,18 @@ async def evaluate_after_delivery(session: AsyncSession, customer: Customer, rea
     return await move_stage(session, customer, S.USE, reason, now, reactions)
 
 
-class LifecycleStage:
-    """The pipeline stage: after routing, count engagement, handle (un)subscribe."""
+class LifecycleMiddleware:
+    """After the turn (whoever handled it): record the first contact, count engagement, and move
+    the customer on unfollow (churned) and on a follow after churning (contact again).
+
+    Outermost in the pipeline, so it sees every message, also those another middleware handled."""
 
     def __init__(self, settings: LifecycleSettings, reactions: Reactions | None = None):
         self._settings = settings
         self._reactions = reactions or NoReactions()
 
-    async def before_route(self, turn: Turn) -> None:
-        return None
-
-    async def after_route(self, turn: Turn) -> None:
+    async def __call__(self, turn: Turn, next: Next) -> None:
+        await next(turn)
         customer, now, inbound = turn.customer, turn.now, turn.inbound
         await record_first_contact(turn.session, customer, "first contact", now, self._reactions)
         if inbound.kind is InboundKind.EVENT:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, func, insert, select, text, update
+from sqlalchemy import Table, and_, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import instance_state
 
-from storage import sqlite_direct
 from storage.models import Conversation, Customer, Event, Message
 
 
@@ -38,8 +36,16 @@ async def lock_customer_with_conversation(
     of an outer join, and when a locked row changed while it waited it re-reads only that row,
     keeping the join's conversation as its snapshot saw it (a stale `last_seq`): there the
     conversation is read by a second statement, after the lock is held.
+
+    On MariaDB/MySQL a locking read of a customer who does not exist yet locks the gap in the
+    index where they would go, and two first contacts' inserts into one gap deadlock: there a
+    plain read asks first, and only an existing customer is locked.
     """
-    if session.get_bind().dialect.name == "postgresql":
+    dialect = session.get_bind().dialect.name
+    if dialect == "mysql" and (await session.execute(_customer_exists,
+                                                     {"channel": channel, "external_id": external_id})).first() is None:
+        return None, None
+    if dialect == "postgresql":
         customer = await lock_customer(session, channel, external_id)
         if customer is None:
             return None, None
@@ -51,6 +57,8 @@ async def lock_customer_with_conversation(
 
 
 # Built once: constructing and coercing a statement costs more than SQLite running it.
+_customer_exists = select(Customer.id).where(Customer.channel == bindparam("channel"),
+                                             Customer.external_id == bindparam("external_id"))
 _locked_customer_with_conversation = (
     select(Customer, Conversation)
     .outerjoin(Conversation, and_(Conversation.customer_id == Customer.id, Conversation.state != "closed"))
@@ -67,85 +75,12 @@ _open_conversation = (
 )
 
 
-async def lock_customers_with_conversations(
-    session: AsyncSession, keys: Collection[tuple[str, str]]
-) -> dict[tuple[str, str], tuple[Customer, Conversation | None]]:
-    """Many customers (channel, external id) with their open conversations in one round trip.
-
-    The batched message path's lookup (SQLite, one writer, so no row locks are involved); a
-    customer who is not stored yet is missing from the result.
-    """
-    wanted = set(keys)
-    if not wanted:
-        return {}
-    channels = {channel for channel, _ in wanted}
-    rows = (await session.execute(
-        _customers_with_conversations,
-        {"channels": sorted(channels), "ids": sorted({external_id for _, external_id in wanted})},
-    )).all()
-    found: dict[tuple[str, str], tuple[Customer, Conversation | None]] = {}
-    for customer, conversation in rows:  # ascending conversation id: the newest open one wins
-        key = (customer.channel, customer.external_id)
-        if key in wanted:
-            found[key] = (customer, conversation)
-    return found
-
-
-_customers_with_conversations = (
-    select(Customer, Conversation)
-    .outerjoin(Conversation, and_(Conversation.customer_id == Customer.id, Conversation.state != "closed"))
-    .where(Customer.channel.in_(bindparam("channels", expanding=True)),
-           Customer.external_id.in_(bindparam("ids", expanding=True)))
-    .order_by(Customer.id, Conversation.id)
-)
-
-
-class WriterIds:
-    """Ids for the customers, conversations and messages one writer inserts in this transaction.
-
-    Only sound while the transaction holds the database's one write lock (SQLite's BEGIN
-    IMMEDIATE): nobody else can insert until commit, and SQLite itself would hand out the same
-    ids (the largest plus one). Rows with known ids need no flush to learn them, and go to the
-    database together in one executemany per table, where ids the database assigns need a
-    flush (one INSERT … RETURNING) as soon as a later row refers to them.
-    """
-
-    def __init__(self, session: AsyncSession):
-        self._session = session
-        self._next: dict[type, int] = {}
-
-    async def take(self, model: type[Customer | Conversation | Message], count: int = 1) -> int:
-        """The first of `count` consecutive unused ids of the model's table.
-
-        A table's largest id is read when its first id is taken; take a table's ids either all
-        from here or after anything else has inserted into it in this transaction.
-        """
-        if model not in self._next:
-            # Straight on the connection, without an autoflush: what is pending already has its
-            # ids from here.
-            (largest,) = await sqlite_direct.scalars(self._session, _largest_id[model])
-            if model is not Message and not self._next.keys() - {Message}:
-                # Nothing tells the unit of work that a message must follow its new customer
-                # (no relationship), so rows may go out in either order: check the foreign
-                # keys at commit instead of per statement (reset by SQLite at commit).
-                await (await self._session.connection()).execute(_defer_foreign_keys)
-            self._next[model] = (largest or 0) + 1
-        first = self._next[model]
-        self._next[model] = first + count
-        return first
-
-
-_defer_foreign_keys = text("PRAGMA defer_foreign_keys = ON")
-_largest_id: dict[type, Any] = {model: select(func.max(model.id)) for model in (Customer, Conversation, Message)}
-
-
 @dataclass(slots=True)
 class NewMessage:
-    """A message on its way to the messages table.
+    """A message on its way to the messages table, stored by `insert_message` once its turn is done.
 
-    The message path stores its messages as plain rows rather than through the unit of work:
-    nothing reads them back in the same transaction, and a mapped object costs far more to
-    build than the row does to insert.
+    A plain row rather than a mapped object: nothing reads it back in the same transaction, and
+    a reply refers to the inbound it answers before either has an id.
     """
 
     conversation_id: int
@@ -177,58 +112,48 @@ class NewMessage:
                 self.delivery, self.intent, self.payload, self.created_at)
 
 
-async def insert_messages(session: AsyncSession, messages: Sequence[NewMessage]) -> None:
-    """Store messages that already carry their ids (a replied-to message before its replies) in
-    one executemany: for the SQLite writer that numbers its own rows (see WriterIds)."""
-    if messages:
-        await sqlite_direct.executemany_values(session, _insert_message, _MESSAGE_COLUMNS,
-                                               [m.values() for m in messages])
-
-
 async def insert_message(session: AsyncSession, message: NewMessage) -> int:
     """Store one message and give it the id the database chose (its replies refer to it)."""
-    result = await (await session.connection()).execute(_insert_message, message.row())
-    (message_id,) = result.inserted_primary_key or (None,)
-    if message_id is None:
-        raise RuntimeError("the database gave the stored message no id")
-    message.id = int(message_id)
+    await insert_messages(session, [message])
+    assert message.id is not None
     return message.id
 
 
-_insert_message = insert(cast(Table, Message.__table__))
+async def insert_messages(session: AsyncSession, messages: Sequence[NewMessage]) -> None:
+    """Store messages and give each the id the database chose: those that answer none first (in
+    one statement), then the replies, which refer to them."""
+    first = [m for m in messages if m.reply_to is None or m.reply_to.id is not None]
+    replies = [m for m in messages if m.reply_to is not None and m.reply_to.id is None]
+    for level in (first, replies):
+        if not level:
+            continue
+        # A message is known by its place in its conversation, so the ids need not come back in
+        # the rows' order, and the rows go in one multi-row INSERT … RETURNING.
+        by_place = {(m.conversation_id, m.seq): m for m in level}
+        result = await session.execute(_insert_returning_place, [m.row() for m in level])
+        for message_id, conversation_id, seq in result.all():
+            by_place[(conversation_id, seq)].id = int(message_id)
+        if any(m.id is None for m in level):
+            raise RuntimeError("the database gave a stored message no id")
+
+
+_messages_table = cast(Table, Message.__table__)
+_insert_returning_place = insert(_messages_table).returning(
+    _messages_table.c.id, _messages_table.c.conversation_id, _messages_table.c.seq)
 _MESSAGE_COLUMNS = ("id", "conversation_id", "customer_id", "seq", "channel", "direction", "kind", "text",
                     "platform_msg_id", "reply_to_id", "delivery", "intent", "payload", "created_at")
 
 
-_Row = TypeVar("_Row", Customer, Conversation)
-
-
 def new_customer(channel: str, external_id: str, now: datetime, **fields: Any) -> Customer:
-    return _every_column_set(Customer(channel=channel, external_id=external_id, created_at=now, stage="contact",
-                                      subscribed=True, **fields))
+    return Customer(channel=channel, external_id=external_id, created_at=now, stage="contact",
+                    subscribed=True, **fields)
 
 
 def start_conversation(session: AsyncSession, customer: Customer, now: datetime) -> Conversation:
-    conversation = _every_column_set(Conversation(customer_id=customer.id, state="bot", last_seq=0,
-                                                  not_understood_streak=0, started_at=now, updated_at=now))
+    conversation = Conversation(customer_id=customer.id, state="bot", last_seq=0, not_understood_streak=0,
+                                started_at=now, updated_at=now)
     session.add(conversation)
     return conversation
-
-
-def _every_column_set(row: _Row) -> _Row:
-    """Give the columns nobody set (with no default of their own) their NULL now.
-
-    An attribute never set is not loaded after the INSERT either: the SQLite writer would then
-    load a new customer's rows again for their second message instead of keeping them.
-    """
-    state = instance_state(row)
-    for prop in state.mapper.column_attrs:
-        column = prop.columns[0]
-        if (prop.key not in state.dict and column.nullable and column.default is None
-                and column.server_default is None):
-            setattr(row, prop.key, None)
-    return row
-
 
 
 async def current_conversation(session: AsyncSession, customer: Customer, now: datetime) -> Conversation:

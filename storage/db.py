@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from sqlalchemy import event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -13,9 +14,21 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.util import await_only
 
-from storage.sqlite_inline import inline_creator
+# Connections per process on SQLite. SQLite has one writer at a time whatever the pool holds:
+# writers queue on BEGIN IMMEDIATE (in their connection's worker thread, up to the busy
+# timeout). What more than one connection buys is that nobody waits for the pool behind a
+# writer: the console, reports and the duplicate check read from the WAL beside a message's
+# transaction, and a sweeper's write waits for the lock, not for the message path's connection.
+# Four covers the message path's writer, one sweeper or dispatch, and two readers; more would
+# only add writers queuing on the same lock.
+SQLITE_POOL_SIZE = 4
+# How long a SQLite transaction waits for another's write lock before "database is locked".
+# It waits in the connection's worker thread, never on the event loop.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Execution option of sessions and connections that only read: on SQLite they begin a deferred
+# transaction (a WAL snapshot), so they never wait for, nor hold up, the write lock.
+READ_ONLY = "siyu_read_only"
 
 
 def is_sqlite(url: str) -> bool:
@@ -23,39 +36,88 @@ def is_sqlite(url: str) -> bool:
 
 
 def make_engine(url: str, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
+    """The engine for `url`; `pool_size` is for PostgreSQL/MySQL (SQLite: SQLITE_POOL_SIZE)."""
     kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": not is_sqlite(url)}
     if is_sqlite(url):
-        # SQLite has one writer: a single connection serialises writes without "database is
-        # locked" errors, and WAL lets readers of other processes (siyu report) proceed.
-        kwargs.update(pool_size=1, max_overflow=0, async_creator=inline_creator(make_url(url).database or ""))
+        kwargs.update(pool_size=SQLITE_POOL_SIZE, max_overflow=0)
     else:
         kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
     engine = create_async_engine(url, **kwargs)
     if is_sqlite(url):
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-            # We issue BEGIN ourselves (below) instead of the driver's deferred one.
-            dbapi_connection.isolation_level = None
-
-        @event.listens_for(engine.sync_engine, "begin")
-        def _sqlite_begin(connection: Any) -> None:
-            # IMMEDIATE takes the write lock up front, so two processes on one file (serve and
-            # chat, say) queue instead of failing on a stale read of a customer's conversation.
-            # Sent straight to the inline connection: every transaction begins here, and a
-            # statement through SQLAlchemy costs far more than SQLite's BEGIN.
-            await_only(connection.connection.driver_connection.begin_immediate())
-
+        turns = _WriteTurns()
+        event.listen(engine.sync_engine, "connect", _sqlite_connect)
+        event.listen(engine.sync_engine, "begin", turns.begin)
+        event.listen(engine.sync_engine, "commit", turns.end)
+        event.listen(engine.sync_engine, "rollback", turns.end)
     return engine
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers beside the writer, here and in other processes
+    cursor.execute("PRAGMA synchronous=NORMAL")  # a commit survives the process dying; WAL keeps it consistent
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+    # The driver's own BEGIN is deferred; we issue ours in _WriteTurns.begin (SQLAlchemy's
+    # documented recipe for SQLite transactions).
+    dbapi_connection.isolation_level = None
+
+
+class _WriteTurns:
+    """The engine's write transactions take SQLite's write lock in the order they asked for it.
+
+    SQLite's own busy handler retries at growing intervals, so a writer that commits and begins
+    again at once (the message path under load) could keep a sweeper or the console waiting
+    until its busy timeout. Within the process writers queue here instead, first come first
+    served, before BEGIN IMMEDIATE; other processes on the file still queue on the busy timeout.
+    """
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+
+    def begin(self, connection: Connection) -> None:
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+            return
+        # The documented way to await inside a connection event of an async engine.
+        adapted: Any = connection.connection.dbapi_connection
+        # Bounded like SQLite's own wait: a writer that never lets go is an error, not a hang.
+        adapted.run_async(lambda _driver: asyncio.wait_for(self._lock.acquire(), SQLITE_BUSY_TIMEOUT_MS / 1000))
+        try:
+            # IMMEDIATE takes the write lock up front, so two writers (two processes on one
+            # file) queue instead of one failing when it upgrades a stale read to a write.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            self._lock.release()
+            raise
+        connection.info[_HOLDS_WRITE_TURN] = True
+
+    def end(self, connection: Connection) -> None:
+        # Called just before COMMIT / ROLLBACK: the next writer's BEGIN waits (in its worker
+        # thread) only for this one to finish.
+        if connection.info.pop(_HOLDS_WRITE_TURN, False):
+            self._lock.release()
+
+
+_HOLDS_WRITE_TURN = "siyu_holds_write_turn"
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def make_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for reads only (lists, reports, look-ups): on SQLite they never take the write lock."""
+    return async_sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+
+
+def read_session(sessions: async_sessionmaker[AsyncSession]) -> AsyncSession:
+    """A session of `sessions` for reads only (see make_read_sessionmaker)."""
+    bind = sessions.kw.get("bind")
+    if bind is None:
+        return sessions()
+    return sessions(bind=bind.execution_options(**{READ_ONLY: True}))
 
 
 _RETRYABLE_MYSQL = {1213, 1205}  # deadlock, lock wait timeout
@@ -74,7 +136,7 @@ def is_retryable(error: BaseException) -> bool:
 
 async def database_reachable(engine: AsyncEngine) -> bool:
     try:
-        async with engine.connect() as connection:
+        async with engine.execution_options(**{READ_ONLY: True}).connect() as connection:
             await connection.execute(text("SELECT 1"))
         return True
     except Exception:  # noqa: BLE001 - any failure means "not reachable" for a health check

@@ -18,7 +18,7 @@ from bot.app.background import BackgroundTasks
 from bot.app.channels import CHANNELS
 from bot.app.http_body import MAX_BODY_BYTES
 from bot.app.metrics import Metrics, watch_loop_lag
-from bot.app.services import build_flow_engine, build_stages
+from bot.app.services import build_flow_engine, build_middlewares
 from bot.app.understanding import build_router
 from bot.channels.base import Sender
 from bot.channels.wechat_mp.wiring import WECHAT_MP_API
@@ -86,7 +86,8 @@ async def _message_path(app: web.Application) -> AsyncIterator[None]:
     app[FLOWS] = flows
     if EVENT_REACTIONS not in app:  # tests may watch the reactions instead
         app[EVENT_REACTIONS] = flows  # business events start and end flows
-    pipeline = Pipeline(app[keys.SESSIONS], router, app[keys.CLOCK], stages=build_stages(settings, flows, notify))
+    pipeline = Pipeline(app[keys.SESSIONS], router, app[keys.CLOCK],
+                        middlewares=build_middlewares(settings, flows, notify))
     senders: dict[str, Sender] = {}
     for channel in CHANNELS:
         sender = channel.sender(app, settings)

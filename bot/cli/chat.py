@@ -6,7 +6,7 @@ import asyncio
 import sys
 from datetime import UTC, datetime
 
-from bot.app.services import build_flow_engine, build_stages
+from bot.app.services import build_flow_engine, build_middlewares
 from bot.app.understanding import build_router
 from bot.channels.simulator.channel import CHANNEL
 from bot.clock import SystemClock
@@ -25,7 +25,7 @@ async def run_chat(settings: Settings, user: str) -> int:
     sessions = make_sessionmaker(engine)
     flows = build_flow_engine(settings, sessions)
     await flows.save_versions(SystemClock().now())
-    pipeline = Pipeline(sessions, router, SystemClock(), stages=build_stages(settings, flows))
+    pipeline = Pipeline(sessions, router, SystemClock(), middlewares=build_middlewares(settings, flows))
     print(f"Siyu 模拟聊天（用户 {user}）。输入 /follow 模拟关注，/quit 退出。", flush=True)
     try:
         while True:

@@ -32,7 +32,7 @@ class Harness:
         self.sessions = make_sessionmaker(self.engine)
         self.flows = FlowEngine(self.settings.flows if flows is None else flows, self.sessions,
                                 self.settings.points if hasattr(self.settings, "points") else None)
-        self.pipeline = Pipeline(self.sessions, build_router(self.settings), self.clock, stages=[self.flows])
+        self.pipeline = Pipeline(self.sessions, build_router(self.settings), self.clock, middlewares=[self.flows])
 
     async def start(self) -> Harness:
         await self.flows.save_versions(self.clock.now())

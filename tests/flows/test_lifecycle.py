@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from bot.app.understanding import build_router
 from bot.pipeline.pipeline import Pipeline
 from flows import lifecycle
-from flows.lifecycle import LifecycleStage
+from flows.lifecycle import LifecycleMiddleware
 from flows.lifecycle_settings import LifecycleSettings
 from handlers.messages import EventKind, Inbound, InboundKind
 from storage.models import Customer, StageChange
@@ -26,7 +26,7 @@ async def test_menu_clicks_within_the_window_make_interest(backend_url, example_
     clock, reactions = FixedClock(), RecordingReactions()
     async with database(backend_url) as db:
         pipeline = Pipeline(db.sessions, build_router(example_settings), clock,
-                            stages=[LifecycleStage(SETTINGS, reactions)])
+                            middlewares=[LifecycleMiddleware(SETTINGS, reactions)])
         await pipeline.handle(event("amy", EventKind.SUBSCRIBE, clock.at, "qr-store"))
         await pipeline.handle(event("amy", EventKind.CLICK, clock.at, "MENU_NEW"))
         clock.at = NOW + timedelta(days=8)  # the first click is now outside the 7-day window

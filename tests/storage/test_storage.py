@@ -9,6 +9,7 @@ from bot.app.understanding import build_router
 from bot.clock import SystemClock
 from bot.config.settings import Settings
 from bot.pipeline.pipeline import Pipeline
+from flows.consent import ConsentMiddleware
 from handlers.messages import EventKind, Inbound, InboundKind
 from storage.db import make_engine, make_sessionmaker
 from storage.tokens import refresh_token
@@ -22,7 +23,9 @@ def text(user: str, words: str, dedup: str | None = None, channel: str = "wechat
 
 async def pipeline_on(url: str, settings: Settings):
     engine = make_engine(url, pool_size=5)
-    return engine, Pipeline(make_sessionmaker(engine), build_router(settings), SystemClock())
+    # Consent and subscription: what a follow or unfollow changes on the customer.
+    consent = ConsentMiddleware(settings.touches.unsubscribe_reply, settings.touches.resubscribe_reply)
+    return engine, Pipeline(make_sessionmaker(engine), build_router(settings), SystemClock(), middlewares=[consent])
 
 
 async def test_messages_customers_and_events_round_trip(backend_url, example_settings):

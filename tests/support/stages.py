@@ -1,16 +1,14 @@
-"""Pipeline stages for tests."""
+"""Pipeline middlewares for tests."""
 
 from __future__ import annotations
 
-from flows.turn import Turn
+from flows.turn import Next, Turn
 
 
 class Exploding:
-    """A stage that fails on the word "boom", as a bug in a later capability would."""
+    """A middleware that fails on the word "boom", as a bug in a later capability would."""
 
-    async def before_route(self, turn: Turn) -> None:
+    async def __call__(self, turn: Turn, next: Next) -> None:
         if turn.inbound.text == "boom":
             raise RuntimeError("stage failed")
-
-    async def after_route(self, turn: Turn) -> None:
-        return None
+        await next(turn)
