@@ -14,7 +14,6 @@ later are touches, and the outbox decides whether and when they may go out.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,12 +34,17 @@ from flows.variables import FlowVariables
 from handlers.messages import EventKind, InboundKind, Reply
 from handlers.router import Decision, StartFlow, render
 from handlers.typed_answers import NOT_AN_ANSWER, parse_answer
+from storage import schedules
 from storage.conversations import log_event
 from storage.models import Customer, FlowRun, SurveyResponse
 
 log = logging.getLogger(__name__)
 
 MAX_STEPS_PER_ADVANCE = 100  # a goto loop without a wait must not spin forever
+# A scheduled start missed by more than this (the service was stopped at its time) is skipped, not
+# made up: [sweepers] schedule_misfire_grace_minutes sets it for the service.
+SCHEDULE_MISFIRE_GRACE = timedelta(hours=1)
+FLOW_SWEEP_LATENESS_SECONDS = 120  # later than a couple of sweeps: worth a line in the log
 DEFAULT_REPROMPTS = {
     "rating": "请回复 1 到 5 的数字，5 分表示非常满意。",
     "nps": "请回复 0 到 10 的数字，10 分表示非常愿意推荐。",
@@ -71,7 +75,6 @@ class FlowEngine:
         self._sessions = sessions
         self._variables = variables or FlowVariables()
         self._old_versions: dict[tuple[str, str], Flow] = {}
-        self._schedules_checked: datetime | None = None
         self._conditions: dict[str, Condition] = {}
         self._triggered: dict[tuple[str | None, str | None, str | None], list[Flow]] = {}
 
@@ -201,27 +204,34 @@ class FlowEngine:
                 advanced += 1
         return advanced
 
-    async def run_schedules(self, now: datetime, batch: int = 500) -> int:
-        """Start flows whose crontab fired since the last look; returns how many runs started.
+    async def run_schedules(self, now: datetime, batch: int = 500,
+                            misfire_grace: timedelta = SCHEDULE_MISFIRE_GRACE) -> int:
+        """Start flows whose crontab fired since it last fired; returns how many runs started.
 
-        Each firing is claimed once across processes (a never-released sweep lease named after
-        it); a firing that happened while no process ran is not made up later.
+        When each trigger last fired is stored, so a time that fell while the service was stopped
+        fires once after the restart (once, however many times it was missed), unless it is more
+        than `misfire_grace` late: then it is skipped and logged. Of several processes, only the
+        one whose conditional UPDATE moves the mark fires it.
         """
-        from flows.lifecycle import acquire_sweep_lock
-
-        previous, self._schedules_checked = self._schedules_checked, now
-        if previous is None:
-            return 0
         started = 0
         for flow in self._flows.values():
             for index, trigger in enumerate(flow.triggers):
                 if not trigger.schedule:
                     continue
-                for fired in _firings(trigger.schedule, previous, now):
-                    tag = hashlib.sha1(f"{flow.name}:{index}".encode()).hexdigest()[:12]
-                    name = f"schedule:{tag}:{fired:%Y%m%d%H%M}"
-                    if await acquire_sweep_lock(self._sessions, name, "flows", now, lease=timedelta(days=36500)):
-                        started += await self._start_for_everyone(flow, f"schedule:{trigger.schedule}", now, batch)
+                key, crontab = f"{flow.name}:{index}", trigger.schedule
+                last = await schedules.schedule_mark(self._sessions, key, crontab, now)
+                fired = _latest_firing(crontab, max(last, now - misfire_grace), now)
+                if fired is not None:
+                    if await schedules.claim_firing(self._sessions, key, crontab, fired, now):
+                        if fired < now - timedelta(seconds=FLOW_SWEEP_LATENESS_SECONDS):
+                            log.info("flow %s: scheduled start %s fires late, at %s", flow.name, fired, now)
+                        started += await self._start_for_everyone(flow, f"schedule:{crontab}", now, batch)
+                    continue
+                missed = _next_firing(crontab, last)
+                if missed is not None and missed <= now and await schedules.claim_firing(
+                        self._sessions, key, crontab, now, now):
+                    log.warning("flow %s: scheduled start %s was missed by more than %s (service stopped?): "
+                                "skipped", flow.name, missed, misfire_grace)
         return started
 
     async def _start_for_everyone(self, flow: Flow, trigger: str, now: datetime, batch: int) -> int:
@@ -471,15 +481,21 @@ class FlowEngine:
                   {"flow": run.flow, "run": run.id, "reason": reason})
 
 
-def _firings(crontab: str, after: datetime, until: datetime) -> list[datetime]:
-    """The times a crontab fired in (after, until], in the service's timezone (UTC)."""
+def _next_firing(crontab: str, after: datetime) -> datetime | None:
     trigger = CronTrigger.from_crontab(crontab, timezone=UTC)
-    fired: list[datetime] = []
-    moment = trigger.get_next_fire_time(None, after + timedelta(microseconds=1))
-    while moment is not None and moment <= until and len(fired) < 100:
-        fired.append(moment)
+    moment: datetime | None = trigger.get_next_fire_time(None, after + timedelta(microseconds=1))
+    return moment
+
+
+def _latest_firing(crontab: str, after: datetime, until: datetime) -> datetime | None:
+    """The last time a crontab fired in (after, until], in the service's timezone (UTC)."""
+    trigger = CronTrigger.from_crontab(crontab, timezone=UTC)
+    latest = None
+    moment = _next_firing(crontab, after)
+    while moment is not None and moment <= until:
+        latest = moment
         moment = trigger.get_next_fire_time(moment, moment + timedelta(seconds=1))
-    return fired
+    return latest
 
 
 def _event_variables(event_type: str, data: dict[str, Any]) -> dict[str, Any]:

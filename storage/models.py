@@ -191,13 +191,30 @@ class Event(Base):
 
 
 class PlatformToken(Base):
-    """Access tokens shared by every process: WeChat invalidates the old one on each fetch."""
+    """Access tokens shared by every process: WeChat invalidates the old one on each fetch.
+
+    `refreshing_by` holds the lease of the one process fetching a new token, until
+    `refreshing_until`; nobody else fetches meanwhile.
+    """
 
     __tablename__ = "platform_tokens"
 
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     token: Mapped[str] = mapped_column(String(1024))
     expires_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    refreshing_by: Mapped[str | None] = mapped_column(String(128))
+    refreshing_until: Mapped[datetime | None]
+
+
+class FlowSchedule(Base):
+    """When a flow's crontab trigger last fired, so a start that falls during a restart still happens."""
+
+    __tablename__ = "flow_schedules"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)  # flow name and trigger position
+    crontab: Mapped[str] = mapped_column(String(128))
+    last_fired_at: Mapped[datetime]  # the firing last claimed, or when the schedule was first seen
     updated_at: Mapped[datetime]
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from aiohttp import ClientSession, web
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.app.background import BackgroundTasks
@@ -22,4 +21,3 @@ HTTP = web.AppKey("http", ClientSession)
 TASKS = web.AppKey("tasks", BackgroundTasks)
 PIPELINE = web.AppKey("pipeline", Pipeline)
 OUTBOX = web.AppKey("outbox", Outbox)
-SCHEDULER = web.AppKey("scheduler", AsyncIOScheduler)

@@ -1,15 +1,14 @@
-"""The aiohttp application, wired in one place: settings, storage, channels, scheduler."""
+"""The aiohttp application, wired in one place: settings, storage, channels, sweepers."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
 from aiohttp import web
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot.api.events import EVENT_REACTIONS, add_event_routes
@@ -19,27 +18,22 @@ from bot.app.channels import CHANNELS
 from bot.app.http_body import MAX_BODY_BYTES
 from bot.app.metrics import Metrics, watch_loop_lag
 from bot.app.services import build_flow_engine, build_middlewares
+from bot.app.sweepers import SweeperWork, running_sweepers
 from bot.app.understanding import build_router
 from bot.channels.base import Sender
 from bot.channels.wechat_mp.wiring import WECHAT_MP_API
 from bot.clock import Clock, SystemClock
 from bot.config.settings import Settings
 from bot.console.routes import CONSOLE_HUB, add_console_routes
-from bot.console.sweeper import sweep_unclaimed
-from bot.outbox.dispatch import dispatch_due_touches
 from bot.outbox.outbox import Outbox
 from bot.pipeline.pipeline import Pipeline
 from flows.engine import FlowEngine
-from flows.lifecycle import lifecycle_sweep
-from flows.points import expire_points
 from storage.db import database_reachable, make_engine, make_sessionmaker
-from storage.workers import worker_id
 
 log = logging.getLogger(__name__)
 
 SENDERS = web.AppKey("senders", Mapping[str, Sender])
 FLOWS = web.AppKey("flows", FlowEngine)
-WORKER_ID = worker_id()
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> web.Application:
@@ -48,7 +42,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app[keys.CLOCK] = clock or SystemClock()
     app[keys.METRICS] = Metrics()
     app[keys.TASKS] = BackgroundTasks()
-    app.cleanup_ctx.extend([_storage, _http_client, _message_path, _scheduler, _start_up_heap_frozen,
+    app.cleanup_ctx.extend([_storage, _http_client, _message_path, _sweepers, _start_up_heap_frozen,
                            _loop_lag_probe])
 
     app.router.add_get("/healthz", healthz)
@@ -104,27 +98,15 @@ async def _message_path(app: web.Application) -> AsyncIterator[None]:
     await pipeline.close()
 
 
-async def _scheduler(app: web.Application) -> AsyncIterator[None]:
-    """Periodic sweepers. Each claims its work in the database, so every process may run them."""
-    settings = app[keys.SETTINGS]
-    scheduler = AsyncIOScheduler(timezone="UTC")
-
-    def every(seconds: float, job: Callable[[web.Application], Awaitable[object]]) -> None:
-        scheduler.add_job(_logged, "interval", seconds=seconds, args=[job, app], id=job.__name__,
-                          name=job.__name__.lstrip("_"), max_instances=1, coalesce=True)
-
-    if WECHAT_MP_API in app:
-        every(60, _refresh_token)  # ahead of expiry, so no message waits for a token
-    if settings.staff.enabled:
-        every(30, _sweep_unclaimed)  # chats queued past [staff] wait_minutes get one wait message
-    every(settings.touches.dispatch_interval_seconds, _dispatch_touches)
-    every(FLOW_SWEEP_SECONDS, _advance_flows)
-    every(LIFECYCLE_SWEEP_SECONDS, _sweep_lifecycle)
-    every(POINTS_EXPIRY_SECONDS, _expire_points)
-    app[keys.SCHEDULER] = scheduler
-    scheduler.start()
-    yield
-    scheduler.shutdown(wait=False)
+async def _sweepers(app: web.Application) -> AsyncIterator[None]:
+    """Periodic sweepers (bot/app/sweepers.py), stopped gracefully while storage is still open."""
+    mp_api = app[WECHAT_MP_API] if WECHAT_MP_API in app else None
+    notify = app[CONSOLE_HUB].notify if CONSOLE_HUB in app else None
+    work = SweeperWork(settings=app[keys.SETTINGS], sessions=app[keys.SESSIONS], clock=app[keys.CLOCK],
+                       outbox=app[keys.OUTBOX], senders=app[SENDERS], flows=app[FLOWS], wechat_mp=mp_api,
+                       notify=notify)
+    async with running_sweepers(work):
+        yield
 
 
 async def _start_up_heap_frozen(app: web.Application) -> AsyncIterator[None]:
@@ -142,48 +124,6 @@ async def _loop_lag_probe(app: web.Application) -> AsyncIterator[None]:
     yield
     probe.cancel()
     await asyncio.gather(probe, return_exceptions=True)
-
-
-FLOW_SWEEP_SECONDS = 30
-LIFECYCLE_SWEEP_SECONDS = 600
-POINTS_EXPIRY_SECONDS = 3600
-
-
-async def _logged(job: Callable[[web.Application], Awaitable[object]], app: web.Application) -> None:
-    try:
-        await job(app)
-    except Exception:
-        log.exception("%s failed", job.__name__)
-
-
-async def _dispatch_touches(app: web.Application) -> None:
-    await dispatch_due_touches(app[keys.SESSIONS], app[SENDERS], app[keys.SETTINGS].touches,
-                               app[keys.CLOCK], WORKER_ID)
-
-
-async def _refresh_token(app: web.Application) -> None:
-    await app[WECHAT_MP_API].access_token()
-
-
-async def _sweep_unclaimed(app: web.Application) -> None:
-    await sweep_unclaimed(app[keys.SESSIONS], app[keys.OUTBOX], app[keys.SETTINGS].staff, app[keys.CLOCK].now(),
-                          app[CONSOLE_HUB].notify if CONSOLE_HUB in app else None)
-
-
-async def _advance_flows(app: web.Application) -> None:
-    now = app[keys.CLOCK].now()
-    await app[FLOWS].run_schedules(now)
-    await app[FLOWS].advance_due(now)
-
-
-async def _sweep_lifecycle(app: web.Application) -> None:
-    moved = await lifecycle_sweep(app[keys.SESSIONS], app[keys.SETTINGS].lifecycle, app[keys.CLOCK].now(),
-                                  app[FLOWS])
-    log.info("lifecycle sweep: %s", moved)
-
-
-async def _expire_points(app: web.Application) -> None:
-    await expire_points(app[keys.SESSIONS], app[keys.CLOCK].now())
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -11,6 +11,7 @@ import binascii
 import os
 import re
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -140,6 +141,21 @@ class RepliesSettings(Strict):
     welcome_by_source: dict[str, str] = {}
 
 
+class SweeperSettings(Strict):
+    """The periodic sweepers (bot/app/sweepers.py)."""
+
+    # On shutdown, sweeper jobs still running (a touch mid-call to WeChat) get this long to finish
+    # and record what they did before they are cancelled. Longer than one platform call's timeout.
+    shutdown_grace_seconds: float = Field(20.0, ge=0, le=600)
+    # A scheduled flow start missed (the service was stopped at its time) fires once after the
+    # restart if it is at most this late; a later one is skipped and logged.
+    schedule_misfire_grace_minutes: int = Field(60, ge=0, le=7 * 24 * 60)
+
+    @property
+    def schedule_misfire_grace(self) -> timedelta:
+        return timedelta(minutes=self.schedule_misfire_grace_minutes)
+
+
 class Settings(Strict):
     server: ServerSettings = ServerSettings()
     storage: StorageSettings = StorageSettings()
@@ -154,6 +170,7 @@ class Settings(Strict):
     points: PointsSettings = PointsSettings()
     staff: StaffSettings = StaffSettings()
     touches: TouchPolicySettings = TouchPolicySettings()
+    sweepers: SweeperSettings = SweeperSettings()
     flows: list[Flow] = []
 
 

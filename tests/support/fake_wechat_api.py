@@ -26,6 +26,9 @@ class FakeWechatApi:
     # What reached WeChat, in order: "push" for every accepted send; a test adds what WeChat's
     # callback side saw (e.g. "passive reply") to read the order of the two.
     arrivals: list[str] = field(default_factory=list)
+    # seconds the token endpoint takes to answer (a slow or hanging WeChat)
+    token_delay: float = 0.0
+    token_requested: asyncio.Event = field(default_factory=asyncio.Event)
     server: TestServer | None = None
     _counter: itertools.count = field(default_factory=lambda: itertools.count(1))
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -50,6 +53,9 @@ class FakeWechatApi:
         q = request.query
         if q.get("appid") != self.app_id or q.get("secret") != self.app_secret:
             return web.json_response({"errcode": 40125, "errmsg": "invalid appsecret"})
+        self.token_requested.set()
+        if self.token_delay:
+            await asyncio.sleep(self.token_delay)
         token = f"token-{next(self._counter)}"
         self.tokens_issued.append(token)  # a new token invalidates the previous one, as on WeChat
         return web.json_response({"access_token": token, "expires_in": 7200})

@@ -64,9 +64,15 @@ class WechatApi:
         self._refreshing = asyncio.Lock()
 
     async def access_token(self, rejected: str | None = None) -> str:
-        """A valid token, refreshed `refresh_margin_seconds` before it expires."""
+        """A valid token, refreshed `refresh_margin_seconds` before it expires.
+
+        While this process is already refreshing, a token that has not expired yet is used as
+        is: nobody waits on the platform for a token they still have.
+        """
         now = self._clock.now()
         if self._token and self._token != rejected and self._expires_at - self._margin > now:
+            return self._token
+        if self._refreshing.locked() and self._token and self._token != rejected and self._expires_at > now:
             return self._token
         async with self._refreshing:
             now = self._clock.now()
