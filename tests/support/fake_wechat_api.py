@@ -91,3 +91,23 @@ class FakeWechatApi:
                 await self._arrived.wait()
         await asyncio.wait_for(_wait(), timeout)
         return self.sent
+
+
+@dataclass
+class HoldingWechatApi(FakeWechatApi):
+    """Holds every push of the text `hold` until `release` is set; other calls go through."""
+
+    hold: str = ""
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    held: int = 0
+    _holding: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def _custom_send(self, request: web.Request) -> web.Response:
+        if json.loads(await request.read()).get("text", {}).get("content") == self.hold:
+            self.held += 1
+            self._holding.set()
+            await self.release.wait()
+        return await super()._custom_send(request)
+
+    async def wait_until_held(self, timeout: float = 10.0) -> None:
+        await asyncio.wait_for(self._holding.wait(), timeout)
