@@ -7,11 +7,13 @@ churned) in set-based batches. Every move is a `stage_changes` row and a reactio
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, insert, literal, or_, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from flows.lifecycle_settings import LifecycleSettings
@@ -20,6 +22,7 @@ from flows.stages import LifecycleStageName
 from flows.turn import Next, Turn
 from handlers.messages import EventKind, InboundKind
 from storage.conversations import log_event
+from storage.db import is_retryable
 from storage.lifecycle_models import SweepLock
 from storage.models import Customer, Event, Order, StageChange, Touch, UTCDateTime
 from storage.upsert import insert_ignore
@@ -195,7 +198,11 @@ def _sweep_rules(settings: LifecycleSettings, now: datetime) -> list[tuple[str, 
 
 async def lifecycle_sweep(sessions: async_sessionmaker[AsyncSession], settings: LifecycleSettings,
                           now: datetime, reactions: Reactions | None = None) -> dict[str, int]:
-    """Move silent customers to at_risk / churned; counts per rule ({"locked": 0} if another runs)."""
+    """Move silent customers to at_risk / churned; counts per rule ({"locked": 0} if another runs).
+
+    However many customers there are, no statement reads more than SCAN_SPAN ids and no
+    transaction stays open long (see `_move_matching`); other work runs between batches.
+    """
     reactions = reactions or NoReactions()
     holder = lease_holder()
     if not await acquire_sweep_lock(sessions, "lifecycle", holder, now):
@@ -203,9 +210,15 @@ async def lifecycle_sweep(sessions: async_sessionmaker[AsyncSession], settings: 
         return {"locked": 0}
     counts: dict[str, int] = {}
     try:
-        for name, to_stage, reason, condition in _sweep_rules(settings, now):
-            counts[name] = await _move_matching(sessions, condition, to_stage, reason, now,
-                                                settings.sweep_batch_size, reactions)
+        async with sessions() as session:
+            lowest, highest = (await session.execute(select(func.min(Customer.id), func.max(Customer.id)))).one()
+        if lowest is not None:
+            progress = _Progress(lowest, highest)
+            size = _Size(settings.sweep_batch_size, adaptive=not isinstance(reactions, NoReactions))
+            for name, to_stage, reason, condition in _sweep_rules(settings, now):
+                progress.rule = name
+                counts[name] = await _move_matching(sessions, condition, to_stage, reason, now, lowest - 1,
+                                                    highest, size, reactions, progress)
     finally:
         await release_sweep_lock(sessions, "lifecycle", holder)
     counts["at_risk"] = counts.get("at_risk_overdue", 0) + counts.get("at_risk_unanswered", 0)
@@ -215,65 +228,131 @@ async def lifecycle_sweep(sessions: async_sessionmaker[AsyncSession], settings: 
     return counts
 
 
+SCAN_SPAN = 10_000  # ids one candidate query looks at: its cost never grows with the table
+# A transaction that also starts flows (one customer at a time) is sized to stay about this long,
+# so the database (SQLite's one connection) is free for customers' messages between batches.
+REACTION_BATCH_SECONDS = 0.25
+FIRST_REACTION_BATCH = 50
+PROGRESS_LOG_SECONDS = 10.0
+BATCH_ATTEMPTS = 3
+
+
+class _Size:
+    """Customers per transaction: `sweep_batch_size`, or, while flows react to each move, what fits
+    in REACTION_BATCH_SECONDS (starting small, growing at most fourfold per batch)."""
+
+    def __init__(self, limit: int, adaptive: bool):
+        self.limit, self.adaptive = limit, adaptive
+        self.current = min(limit, FIRST_REACTION_BATCH) if adaptive else limit
+
+    def took(self, customers: int, seconds: float) -> None:
+        if not self.adaptive or not customers:
+            return
+        fits = int(customers * REACTION_BATCH_SECONDS / max(seconds, 1e-6))
+        self.current = max(1, min(self.limit, 4 * self.current, fits))
+
+
+class _Progress:
+    """A line in the log every PROGRESS_LOG_SECONDS of a long sweep: which rule, how far, how many."""
+
+    def __init__(self, lowest: int, highest: int):
+        self.lowest, self.highest, self.rule, self.moved = lowest, highest, "", 0
+        self._loop = asyncio.get_running_loop()
+        self._logged = self._loop.time()
+
+    def batch_done(self, after: int, moved: int) -> None:
+        self.moved += moved
+        if self._loop.time() - self._logged >= PROGRESS_LOG_SECONDS:
+            self._logged = self._loop.time()
+            done = (after - self.lowest + 1) / max(1, self.highest - self.lowest + 1)
+            log.info("lifecycle sweep: rule %s at customer id %d (%.0f%% of ids), %d moved so far",
+                     self.rule, after, 100 * min(done, 1.0), self.moved)
+
+
 async def _move_matching(sessions: async_sessionmaker[AsyncSession], condition: ColumnElement[bool],
-                         to_stage: str, reason: str, now: datetime, batch_size: int,
-                         reactions: Reactions) -> int:
-    """Move every customer matching `condition`, one batch per transaction, in id order.
+                         to_stage: str, reason: str, now: datetime, after: int, highest: int, size: _Size,
+                         reactions: Reactions, progress: _Progress) -> int:
+    """Move every customer matching `condition`, in id order, one short transaction per batch.
 
-    Candidates are read without locks, then locked by primary key and re-checked, so a
-    customer whose message or order landed meanwhile is left alone.
+    Candidates are read without locks from a window of at most SCAN_SPAN ids, then locked by
+    primary key and re-checked, so a customer whose message or order landed meanwhile is left
+    alone. Between batches the event loop runs other work.
     """
+    loop = asyncio.get_running_loop()
     moved_total = 0
-    after = 0
-    call_reactions = not isinstance(reactions, NoReactions)
-    while True:
-        async with sessions() as session, session.begin():
-            if session.get_bind().dialect.name == "postgresql":
-                moved = await _move_batch_postgresql(session, condition, to_stage, reason, now,
-                                                     after, batch_size)
-                if not moved:
-                    return moved_total
-                after = max(moved)
-                await _react(session, moved, to_stage, now, reactions)
-                moved_total += len(moved)
-                continue
-            candidates = list((await session.execute(
-                select(Customer.id).where(condition, Customer.id > after)
-                .order_by(Customer.id).limit(batch_size)
-            )).scalars())
-            if not candidates:
-                return moved_total
-            after = candidates[-1]
-            ids = list((await session.execute(
-                select(Customer.id).where(Customer.id.in_(candidates), condition)
-                .order_by(Customer.id).with_for_update()
-            )).scalars())
-            if not ids:
-                continue
-            previous: dict[int, str] = {}
-            if call_reactions:
-                previous = {row[0]: row[1] for row in (await session.execute(
-                    select(Customer.id, Customer.stage).where(Customer.id.in_(ids))
-                )).all()}
-            await session.execute(insert(StageChange).from_select(
-                ["customer_id", "from_stage", "to_stage", "reason", "occurred_at"],
-                select(Customer.id, Customer.stage, literal(str(to_stage)), literal(reason),
-                       literal(now, UTCDateTime()))
-                .where(Customer.id.in_(ids)),
-            ))
-            await session.execute(
-                update(Customer).where(Customer.id.in_(ids))
-                .values(stage=str(to_stage), stage_changed_at=now)
-                .execution_options(synchronize_session=False)
-            )
-            await _react(session, previous, to_stage, now, reactions)
-            moved_total += len(ids)
+    while after < highest:
+        upper = min(after + SCAN_SPAN, highest)
+        window = and_(Customer.id > after, Customer.id <= upper)
+        started = loop.time()
+        for attempt in range(1, BATCH_ATTEMPTS + 1):
+            try:
+                taken, previous = await _move_window(sessions, condition, window, to_stage, reason, now,
+                                                     size.current, reactions)
+                break
+            except DBAPIError as error:
+                # The database broke a deadlock with a touch dispatch or a message (MySQL gap
+                # locks): nothing of the batch was kept, so it runs again.
+                if not is_retryable(error) or attempt == BATCH_ATTEMPTS:
+                    raise
+                log.info("lifecycle sweep batch after id %d deadlocked; retrying", after)
+        # A full batch may leave more in this window; otherwise the window is done.
+        after = taken[-1] if len(taken) == size.current else upper
+        moved_total += len(previous)
+        size.took(len(previous), loop.time() - started)
+        progress.batch_done(after, len(previous))
+        await asyncio.sleep(0)  # let customers' messages have the database between batches
+    return moved_total
 
 
-async def _move_batch_postgresql(session: AsyncSession, condition: ColumnElement[bool], to_stage: str,
-                                 reason: str, now: datetime, after: int, batch_size: int) -> dict[int, str]:
+async def _move_window(sessions: async_sessionmaker[AsyncSession], condition: ColumnElement[bool],
+                       window: ColumnElement[bool], to_stage: str, reason: str, now: datetime, limit: int,
+                       reactions: Reactions) -> tuple[list[int], dict[int, str]]:
+    """One transaction: the first `limit` matching customers of the window moved and reacted to;
+    (ids taken, {id moved: stage before})."""
+    async with sessions() as session, session.begin():
+        if session.get_bind().dialect.name == "postgresql":
+            previous = await _move_batch_postgresql(session, condition, window, to_stage, reason, now, limit)
+            taken = sorted(previous)
+        else:
+            taken = list((await session.execute(
+                select(Customer.id).where(condition, window).order_by(Customer.id).limit(limit)
+            )).scalars())
+            previous = await _move_batch(session, condition, taken, to_stage, reason, now)
+        await _react(session, previous, to_stage, now, reactions)
+    return taken, previous
+
+
+async def _move_batch(session: AsyncSession, condition: ColumnElement[bool], candidates: list[int],
+                      to_stage: str, reason: str, now: datetime) -> dict[int, str]:
+    """Lock the candidates still matching, log their moves and move them; {id: stage before}."""
+    if not candidates:
+        return {}
+    previous: dict[int, str] = {row[0]: row[1] for row in (await session.execute(
+        select(Customer.id, Customer.stage).where(Customer.id.in_(candidates), condition)
+        .order_by(Customer.id).with_for_update()
+    )).all()}
+    if not previous:
+        return previous
+    ids = list(previous)
+    await session.execute(insert(StageChange).from_select(
+        ["customer_id", "from_stage", "to_stage", "reason", "occurred_at"],
+        select(Customer.id, Customer.stage, literal(str(to_stage)), literal(reason),
+               literal(now, UTCDateTime()))
+        .where(Customer.id.in_(ids)),
+    ))
+    await session.execute(
+        update(Customer).where(Customer.id.in_(ids))
+        .values(stage=str(to_stage), stage_changed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return previous
+
+
+async def _move_batch_postgresql(session: AsyncSession, condition: ColumnElement[bool],
+                                 window: ColumnElement[bool], to_stage: str, reason: str, now: datetime,
+                                 batch_size: int) -> dict[int, str]:
     """One statement per batch: pick (skipping customers locked by a message in flight), log, move."""
-    picked = (select(Customer.id, Customer.stage).where(condition, Customer.id > after)
+    picked = (select(Customer.id, Customer.stage).where(condition, window)
               .order_by(Customer.id).limit(batch_size).with_for_update(skip_locked=True).cte("picked"))
     # id = ANY(ARRAY(…)) keeps the update on the primary key whatever the planner guesses of the CTE.
     moved = (update(Customer)
