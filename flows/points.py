@@ -7,20 +7,27 @@ hold the customer's row lock (the pipeline and business events do).
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, func, insert, literal, select, update
+from sqlalchemy import Row, Table, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from flows.lifecycle_settings import PointsSettings
 from flows.timezones import zone_or_default
 from storage.models import Customer, PointsEntry, UTCDateTime
 
+log = logging.getLogger(__name__)
+
 EXPIRED_REASON = "积分过期"
+SCAN_SPAN = 10_000  # ledger ids one candidate query looks at: its cost never grows with the ledger
+PROGRESS_LOG_SECONDS = 10.0
 
 
 class InsufficientPoints(ValueError):
@@ -111,36 +118,58 @@ async def expire_points(sessions: async_sessionmaker[AsyncSession], now: datetim
     """Expire every earned row past its date: `expire` rows written and balances lowered per batch.
 
     Safe with several processes: customer rows are locked first (the order the message path
-    uses), then the ledger rows are re-checked under lock, so a row is expired once.
+    uses), then the ledger rows are re-checked under lock, so a row is expired once. However
+    long the ledger, no statement reads more than SCAN_SPAN ledger ids, each batch is its own
+    short transaction, and other work runs between batches.
     """
     totals = {"entries": 0, "points": 0, "customers": 0}
-    after = 0
-    while True:
+    async with sessions() as session:
+        lowest, highest = (await session.execute(select(func.min(PointsEntry.id), func.max(PointsEntry.id)))).one()
+    if lowest is None:
+        return totals
+    after = lowest - 1
+    loop = asyncio.get_running_loop()
+    logged = loop.time()
+    while after < highest:
+        upper = min(after + SCAN_SPAN, highest)
         async with sessions() as session, session.begin():
             candidates = (await session.execute(
                 select(PointsEntry.id, PointsEntry.customer_id)
-                .where(PointsEntry.remaining > 0, PointsEntry.expires_at <= now, PointsEntry.id > after)
+                .where(PointsEntry.remaining > 0, PointsEntry.expires_at <= now,
+                       PointsEntry.id > after, PointsEntry.id <= upper)
                 .order_by(PointsEntry.id).limit(batch_size)
             )).all()
-            if not candidates:
-                return totals
-            after = candidates[-1].id
-            customer_ids = sorted({row.customer_id for row in candidates})
-            await session.execute(select(Customer.id).where(Customer.id.in_(customer_ids))
-                                  .order_by(Customer.id).with_for_update())
-            locked = (await session.execute(
-                select(PointsEntry.id, PointsEntry.remaining)
-                .where(PointsEntry.id.in_([row.id for row in candidates]), PointsEntry.remaining > 0,
-                       PointsEntry.expires_at <= now)
-                .with_for_update()
-            )).all()
-            if not locked:
-                continue
-            ids = [row.id for row in locked]
-            await _expire_rows(session, ids, customer_ids, now)
-            totals["entries"] += len(ids)
-            totals["points"] += sum(row.remaining for row in locked)
-            totals["customers"] += len(customer_ids)
+            # A full batch may leave more in this window; otherwise the window is done.
+            after = candidates[-1].id if len(candidates) == batch_size else upper
+            if candidates:
+                await _expire_batch(session, candidates, now, totals)
+        if loop.time() - logged >= PROGRESS_LOG_SECONDS:
+            logged = loop.time()
+            log.info("points expiry: at ledger id %d of %d, %s so far", after, highest, totals)
+        await asyncio.sleep(0)  # let customers' messages have the database between batches
+    if totals["entries"]:
+        log.info("points expiry: %s", totals)
+    return totals
+
+
+async def _expire_batch(session: AsyncSession, candidates: Sequence[Row[int, int]], now: datetime,
+                        totals: dict[str, int]) -> None:
+    customer_ids = sorted({row.customer_id for row in candidates})
+    await session.execute(select(Customer.id).where(Customer.id.in_(customer_ids))
+                          .order_by(Customer.id).with_for_update())
+    locked = (await session.execute(
+        select(PointsEntry.id, PointsEntry.remaining)
+        .where(PointsEntry.id.in_([row.id for row in candidates]), PointsEntry.remaining > 0,
+               PointsEntry.expires_at <= now)
+        .with_for_update()
+    )).all()
+    if not locked:
+        return
+    ids = [row.id for row in locked]
+    await _expire_rows(session, ids, customer_ids, now)
+    totals["entries"] += len(ids)
+    totals["points"] += sum(row.remaining for row in locked)
+    totals["customers"] += len(customer_ids)
 
 
 async def _expire_rows(session: AsyncSession, ids: list[int], customer_ids: list[int],

@@ -8,6 +8,7 @@ page in a header on every change.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -23,8 +24,16 @@ from bot.console.settings import StaffSettings
 from storage.staff_models import LoginAttempt, StaffAccount, StaffSession
 
 _HASHER = PasswordHasher()  # argon2id with the library's (RFC 9106 low-memory) defaults
-# Verified against unknown names so that a wrong name takes as long as a wrong password.
-_DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against unknown names so that a wrong name takes as long as a wrong password.
+
+    Computed on the first login, not at import: hashing takes a noticeable moment, and most
+    processes that import this module (the CLI, tests) never log anyone in.
+    """
+    return _HASHER.hash(secrets.token_urlsafe(16))
 MIN_PASSWORD = 8
 
 
@@ -112,7 +121,7 @@ async def login(session: AsyncSession, name: str, password: str, remote: str | N
         session.add(LoginAttempt(name=name, remote=remote, success=False, attempted_at=now))
         minutes = max(1, round((account.locked_until - now).total_seconds() / 60))
         raise LoginRefused(f"登录失败次数过多，账号已锁定，请 {minutes} 分钟后再试。", locked=True)
-    ok = await _verify(account.password_hash if account else _DUMMY_HASH, password)
+    ok = await _verify(account.password_hash if account else await asyncio.to_thread(_dummy_hash), password)
     ok = ok and account is not None and account.active
     session.add(LoginAttempt(name=name, remote=remote, success=ok, attempted_at=now))
     if not ok or account is None:

@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.console.auth import Identity
@@ -16,6 +16,7 @@ from storage.privacy import mask
 from storage.staff_models import ConversationChange, StaffAccount
 
 TRANSCRIPT_LIMIT = 200
+QUEUE_LIMIT = 200  # per list of the queue view
 
 
 def iso(value: datetime | None) -> str | None:
@@ -43,13 +44,16 @@ def may_view(identity: Identity, conversation: Conversation) -> bool:
 
 
 async def queue(session: AsyncSession, identity: Identity) -> dict[str, Any]:
-    held = [State.QUEUED, State.STAFF]
-    query = (select(Conversation, Customer).join(Customer, Customer.id == Conversation.customer_id)
-             .where(Conversation.state.in_(held)).order_by(Conversation.queued_at, Conversation.id))
-    if not identity.sees_all:
-        query = query.where(or_(Conversation.state == State.QUEUED,
-                                Conversation.assigned_staff_id == identity.staff_id))
-    rows = (await session.execute(query)).all()
+    """The oldest QUEUE_LIMIT queued chats and up to QUEUE_LIMIT held by staff: a backlog of
+    thousands is not read (nor sent to the browser) on every refresh."""
+    rows: list[Row[Conversation, Customer]] = []
+    for state in (State.QUEUED, State.STAFF):
+        query = (select(Conversation, Customer).join(Customer, Customer.id == Conversation.customer_id)
+                 .where(Conversation.state == state).order_by(Conversation.queued_at, Conversation.id)
+                 .limit(QUEUE_LIMIT))
+        if state == State.STAFF and not identity.sees_all:
+            query = query.where(Conversation.assigned_staff_id == identity.staff_id)
+        rows.extend((await session.execute(query)).all())
     ids = [c.id for c, _ in rows]
     last: dict[int, str] = {}
     if ids:
