@@ -229,8 +229,9 @@ async def lifecycle_sweep(sessions: async_sessionmaker[AsyncSession], settings: 
 
 
 SCAN_SPAN = 10_000  # ids one candidate query looks at: its cost never grows with the table
-# A transaction that also starts flows (one customer at a time) is sized to stay about this long,
-# so the database (SQLite's one connection) is free for customers' messages between batches.
+# A transaction that also starts flows (one customer at a time) is sized so that the reactions
+# take about this long, so the database (SQLite's one connection) is free for customers' messages
+# between batches. The set-based move itself is a few statements whatever the batch size.
 REACTION_BATCH_SECONDS = 0.25
 FIRST_REACTION_BATCH = 50
 PROGRESS_LOG_SECONDS = 10.0
@@ -238,8 +239,9 @@ BATCH_ATTEMPTS = 3
 
 
 class _Size:
-    """Customers per transaction: `sweep_batch_size`, or, while flows react to each move, what fits
-    in REACTION_BATCH_SECONDS (starting small, growing at most fourfold per batch)."""
+    """Customers per transaction: `sweep_batch_size`, or, while flows react to each move, as many
+    as their reactions fit in REACTION_BATCH_SECONDS (starting small, growing at most eightfold
+    per batch)."""
 
     def __init__(self, limit: int, adaptive: bool):
         self.limit, self.adaptive = limit, adaptive
@@ -249,7 +251,7 @@ class _Size:
         if not self.adaptive or not customers:
             return
         fits = int(customers * REACTION_BATCH_SECONDS / max(seconds, 1e-6))
-        self.current = max(1, min(self.limit, 4 * self.current, fits))
+        self.current = max(1, min(self.limit, 8 * self.current, fits))
 
 
 class _Progress:
@@ -278,15 +280,13 @@ async def _move_matching(sessions: async_sessionmaker[AsyncSession], condition: 
     primary key and re-checked, so a customer whose message or order landed meanwhile is left
     alone. Between batches the event loop runs other work.
     """
-    loop = asyncio.get_running_loop()
     moved_total = 0
     while after < highest:
         upper = min(after + SCAN_SPAN, highest)
         window = and_(Customer.id > after, Customer.id <= upper)
-        started = loop.time()
         for attempt in range(1, BATCH_ATTEMPTS + 1):
             try:
-                taken, previous = await _move_window(sessions, condition, window, to_stage, reason, now,
+                taken, previous, reacting = await _move_window(sessions, condition, window, to_stage, reason, now,
                                                      size.current, reactions)
                 break
             except DBAPIError as error:
@@ -298,7 +298,7 @@ async def _move_matching(sessions: async_sessionmaker[AsyncSession], condition: 
         # A full batch may leave more in this window; otherwise the window is done.
         after = taken[-1] if len(taken) == size.current else upper
         moved_total += len(previous)
-        size.took(len(previous), loop.time() - started)
+        size.took(len(previous), reacting)
         progress.batch_done(after, len(previous))
         await asyncio.sleep(0)  # let customers' messages have the database between batches
     return moved_total
@@ -306,9 +306,9 @@ async def _move_matching(sessions: async_sessionmaker[AsyncSession], condition: 
 
 async def _move_window(sessions: async_sessionmaker[AsyncSession], condition: ColumnElement[bool],
                        window: ColumnElement[bool], to_stage: str, reason: str, now: datetime, limit: int,
-                       reactions: Reactions) -> tuple[list[int], dict[int, str]]:
+                       reactions: Reactions) -> tuple[list[int], dict[int, str], float]:
     """One transaction: the first `limit` matching customers of the window moved and reacted to;
-    (ids taken, {id moved: stage before})."""
+    (ids taken, {id moved: stage before}, seconds the reactions took)."""
     async with sessions() as session, session.begin():
         if session.get_bind().dialect.name == "postgresql":
             previous = await _move_batch_postgresql(session, condition, window, to_stage, reason, now, limit)
@@ -318,8 +318,8 @@ async def _move_window(sessions: async_sessionmaker[AsyncSession], condition: Co
                 select(Customer.id).where(condition, window).order_by(Customer.id).limit(limit)
             )).scalars())
             previous = await _move_batch(session, condition, taken, to_stage, reason, now)
-        await _react(session, previous, to_stage, now, reactions)
-    return taken, previous
+        reacting = await _react(session, previous, to_stage, now, reactions)
+    return taken, previous, reacting
 
 
 async def _move_batch(session: AsyncSession, condition: ColumnElement[bool], candidates: list[int],
@@ -371,14 +371,20 @@ async def _move_batch_postgresql(session: AsyncSession, condition: ColumnElement
 
 
 async def _react(session: AsyncSession, previous: dict[int, str], to_stage: str, now: datetime,
-                 reactions: Reactions) -> None:
-    """Hand the moved customers to the flow engine, loaded in one query per batch."""
+                 reactions: Reactions) -> float:
+    """Hand the moved customers to the flow engine, loaded in one query per batch; returns the
+    seconds the reactions themselves took."""
     if isinstance(reactions, NoReactions) or not previous:
-        return
+        return 0.0
+    loop = asyncio.get_running_loop()
+    reacting = 0.0
     for customer in (await session.execute(
             select(Customer).where(Customer.id.in_(list(previous))).order_by(Customer.id)
             .execution_options(populate_existing=True))).scalars():
+        started = loop.time()
         await reactions.on_stage_change(session, customer, previous.get(customer.id), str(to_stage), now)
+        reacting += loop.time() - started
+    return reacting
 
 
 async def acquire_sweep_lock(sessions: async_sessionmaker[AsyncSession], name: str, holder: str,
