@@ -17,16 +17,14 @@ from bot.app.background import BackgroundTasks
 from bot.app.channels import CHANNELS
 from bot.app.http_body import MAX_BODY_BYTES
 from bot.app.metrics import Metrics, watch_loop_lag
-from bot.app.services import build_flow_engine, build_middlewares
+from bot.app.services import build_services
 from bot.app.sweepers import SweeperWork, running_sweepers
-from bot.app.understanding import build_router
 from bot.channels.base import Sender
 from bot.channels.wechat_mp.wiring import WECHAT_MP_API
 from bot.clock import Clock, SystemClock
 from bot.config.settings import Settings
 from bot.console.routes import CONSOLE_HUB, add_console_routes
 from bot.outbox.outbox import Outbox
-from bot.pipeline.pipeline import Pipeline
 from flows.engine import FlowEngine
 from storage.db import database_reachable, make_engine, make_sessionmaker
 
@@ -72,16 +70,12 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
 
 async def _message_path(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
-    # Building the matchers is CPU work (segmentation, classifier): keep it off the event loop.
-    router = await asyncio.get_running_loop().run_in_executor(None, build_router, settings)
     notify = app[CONSOLE_HUB].notify if CONSOLE_HUB in app else None
-    flows = build_flow_engine(settings, app[keys.SESSIONS])
-    await flows.save_versions(app[keys.CLOCK].now())
+    services = await build_services(settings, app[keys.SESSIONS], app[keys.CLOCK], notify)
+    flows, pipeline = services.flows, services.pipeline
     app[FLOWS] = flows
     if EVENT_REACTIONS not in app:  # tests may watch the reactions instead
         app[EVENT_REACTIONS] = flows  # business events start and end flows
-    pipeline = Pipeline(app[keys.SESSIONS], router, app[keys.CLOCK],
-                        middlewares=build_middlewares(settings, flows, notify))
     senders: dict[str, Sender] = {}
     for channel in CHANNELS:
         sender = channel.sender(app, settings)

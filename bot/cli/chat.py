@@ -6,12 +6,10 @@ import asyncio
 import sys
 from datetime import UTC, datetime
 
-from bot.app.services import build_flow_engine, build_middlewares
-from bot.app.understanding import build_router
+from bot.app.services import build_services
 from bot.channels.simulator.channel import CHANNEL
 from bot.clock import SystemClock
 from bot.config.settings import Settings
-from bot.pipeline.pipeline import Pipeline
 from handlers.messages import EventKind, Inbound, InboundKind
 from storage.db import make_engine, make_sessionmaker
 
@@ -20,12 +18,9 @@ PROMPT = "你: "
 
 async def run_chat(settings: Settings, user: str) -> int:
     loop = asyncio.get_running_loop()
-    router = await loop.run_in_executor(None, build_router, settings)
     engine = make_engine(settings.storage.url)
     sessions = make_sessionmaker(engine)
-    flows = build_flow_engine(settings, sessions)
-    await flows.save_versions(SystemClock().now())
-    pipeline = Pipeline(sessions, router, SystemClock(), middlewares=build_middlewares(settings, flows))
+    pipeline = (await build_services(settings, sessions, SystemClock())).pipeline
     print(f"Siyu 模拟聊天（用户 {user}）。输入 /follow 模拟关注，/quit 退出。", flush=True)
     try:
         while True:

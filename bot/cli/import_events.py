@@ -176,10 +176,9 @@ async def import_file(path: Path, fmt: str, settings: Settings, *, progress: int
         sessions = make_sessionmaker(engine)
         if context is None:
             # Imported orders and carts start and end flows exactly as the API's do.
-            from bot.app.services import build_flow_engine
+            from bot.app.services import start_flow_engine
 
-            flows = build_flow_engine(settings, sessions)
-            await flows.save_versions(SystemClock().now())
+            flows = await start_flow_engine(settings, sessions, SystemClock())
             context = EventContext(lifecycle=settings.lifecycle, points=settings.points, reactions=flows)
         clock = SystemClock()
         tally = ImportTally()
