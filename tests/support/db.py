@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -46,8 +47,10 @@ async def database_held(url: str) -> AsyncIterator[None]:
     """Another writer holds the messages table (on SQLite the whole database): no answer can be
     stored, so none is ready before the deadline."""
     if url.startswith("sqlite"):
-        blocker = sqlite3.connect(url.split("///", 1)[1], timeout=1)
-        blocker.execute("BEGIN IMMEDIATE")
+        blocker = sqlite3.connect(url.split("///", 1)[1], timeout=30, check_same_thread=False)
+        # Waited for in a thread: the app's own start-up writes (token, schedules) may hold the
+        # lock for a moment, and they need the event loop to finish.
+        await asyncio.to_thread(blocker.execute, "BEGIN IMMEDIATE")
         try:
             yield
         finally:
