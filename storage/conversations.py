@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, insert, select, update
+from sqlalchemy import Table, and_, bindparam, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Conversation, Customer, Event, Message
@@ -54,6 +54,28 @@ async def lock_customer_with_conversation(
     row = (await session.execute(_locked_customer_with_conversation,
                                  {"channel": channel, "external_id": external_id})).first()
     return (None, None) if row is None else (row[0], row[1])
+
+
+async def customers_with_conversations(
+    session: AsyncSession, channel_ids: set[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[Customer, Conversation | None]]:
+    """Several customers with their open conversations in one statement, by (channel, external id).
+
+    For SQLite's shared transaction, which already holds the database's one write lock: no row
+    lock is needed, and one read for the group replaces one per message.
+    """
+    if not channel_ids:
+        return {}
+    rows = (await session.execute(
+        select(Customer, Conversation)
+        .outerjoin(Conversation, and_(Conversation.customer_id == Customer.id, Conversation.state != "closed"))
+        .where(tuple_(Customer.channel, Customer.external_id).in_(sorted(channel_ids)))
+        .order_by(Customer.id, Conversation.id)
+    )).all()
+    found: dict[tuple[str, str], tuple[Customer, Conversation | None]] = {}
+    for customer, conversation in rows:  # the newest open conversation of each customer last
+        found[(customer.channel, customer.external_id)] = (customer, conversation)
+    return found
 
 
 # Built once: constructing and coercing a statement costs more than SQLite running it.

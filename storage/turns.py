@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from storage.conversations import (
     NewMessage,
+    customers_with_conversations,
     find_inbound,
     insert_messages,
     lock_customer_with_conversation,
@@ -105,12 +106,20 @@ def make_turn_store(sessions: async_sessionmaker[AsyncSession], *, group_commit:
     return OneAtATime(sessions)
 
 
-async def open_turn(session: AsyncSession, arrival: Arrival) -> OpenTurn:
-    """Lock and load the customer and their open conversation; create what does not exist yet."""
-    # What earlier turns of a shared transaction changed concerns other customers: it is flushed
-    # with the messages, in one go, instead of before this read.
-    with session.no_autoflush:
-        customer, conversation = await lock_customer_with_conversation(session, arrival.channel, arrival.user_id)
+async def open_turn(session: AsyncSession, arrival: Arrival,
+                    known: tuple[Customer | None, Conversation | None] | None = None) -> OpenTurn:
+    """Lock and load the customer and their open conversation; create what does not exist yet.
+
+    `known`: the customer and conversation already read in this transaction (a shared SQLite
+    transaction reads its whole group at once)."""
+    if known is not None:
+        customer, conversation = known
+    else:
+        # What earlier turns of a shared transaction changed concerns other customers: it is
+        # flushed with the messages, in one go, instead of before this read.
+        with session.no_autoflush:
+            customer, conversation = await lock_customer_with_conversation(session, arrival.channel,
+                                                                           arrival.user_id)
     created = customer is None
     if customer is None:
         customer = new_customer(arrival.channel, arrival.user_id, arrival.now, unionid=arrival.unionid,
@@ -254,8 +263,11 @@ class GroupCommit:
         # message only once the previous one is saved.
         results, turns = [], []
         async with self._sessions() as session, session.begin():
+            known = await customers_with_conversations(
+                session, {(waiting.arrival.channel, waiting.arrival.user_id) for waiting in group})
             for waiting in group:
-                turn = await open_turn(session, waiting.arrival)
+                key = (waiting.arrival.channel, waiting.arrival.user_id)
+                turn = await open_turn(session, waiting.arrival, known.get(key, (None, None)))
                 results.append(await waiting.work(turn))
                 turns.append(turn)
             await store_messages(session, turns)
