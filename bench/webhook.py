@@ -563,7 +563,7 @@ def load_phase(target: str, phase: str, args: argparse.Namespace, seed: int, cpu
     return row
 
 
-def read_figures(service: subprocess.Popen[Any], path: Path, timeout: float = 15.0) -> dict[str, Any]:
+def read_figures(service: subprocess.Popen[Any], path: Path, timeout: float = 60.0) -> dict[str, Any]:
     """Ask the service (SIGUSR2) for its lag samples and background work so far."""
     path.unlink(missing_ok=True)
     service.send_signal(signal.SIGUSR2)
@@ -578,7 +578,10 @@ def read_figures(service: subprocess.Popen[Any], path: Path, timeout: float = 15
 
 def lag_summary(samples: list[list[float]], window: tuple[float | None, float | None]) -> dict[str, Any]:
     start, end = window
-    lags = sorted(lag for at, lag in samples if start is not None and end is not None and start <= at <= end)
+    # A sample observed at `at` stands for the hold that ended then: a stall that began inside
+    # the window counts even when the loop was free again only after it.
+    lags = sorted(lag for at, lag in samples
+                  if start is not None and end is not None and at >= start and at - lag - PROBE_INTERVAL <= end)
     if not lags:
         return {"samples": 0, "p50_ms": None, "p99_ms": None, "max_ms": None, "over_20ms": 0}
 
@@ -630,13 +633,20 @@ def background_phase(target: str, service: subprocess.Popen[Any], figures_path: 
         importer[0].kill()
         imported = {"failure": "the import did not finish"}
     imported["finished_after_load"] = started[0] + imported.get("seconds", 0) > row["window"][1]
+    figures: dict[str, Any] | None = None
     while True:  # the sweep and the refresh may run on after the load: wait for their durations
-        figures = read_figures(service, figures_path)
+        try:
+            figures = read_figures(service, figures_path)
+        except RuntimeError:  # a loop held for longer than that answers no signal either
+            if time.monotonic() > deadline or service.poll() is not None:
+                raise
+            continue
         if all(job.get("running_for") is None for job in figures["jobs"].values()) and len(figures["jobs"]) == 2:
             break
         if time.monotonic() > deadline:
             break
         time.sleep(1.0)
+    assert figures is not None
     row["lag"] = lag_summary(figures["lag"], row["window"])
     row["jobs"] = figures["jobs"]
     row["import"] = imported
