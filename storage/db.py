@@ -75,6 +75,10 @@ class _WriteTurns:
 
     def __init__(self) -> None:
         self._lock = asyncio.Lock()
+        # The connections holding the turn. Kept here, not in connection.info: a transaction cut
+        # short (a cancelled request) leaves its connection invalid, and reading its info then
+        # raises instead of letting the next writer in.
+        self._holders: set[Connection] = set()
 
     def begin(self, connection: Connection) -> None:
         if connection.get_execution_options().get(READ_ONLY):
@@ -91,16 +95,15 @@ class _WriteTurns:
         except BaseException:
             self._lock.release()
             raise
-        connection.info[_HOLDS_WRITE_TURN] = True
+        self._holders.add(connection)
 
     def end(self, connection: Connection) -> None:
         # Called just before COMMIT / ROLLBACK: the next writer's BEGIN waits (in its worker
         # thread) only for this one to finish.
-        if connection.info.pop(_HOLDS_WRITE_TURN, False):
+        if connection in self._holders:
+            self._holders.discard(connection)
             self._lock.release()
 
-
-_HOLDS_WRITE_TURN = "siyu_holds_write_turn"
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
