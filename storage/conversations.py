@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, insert, select, tuple_, update
+from sqlalchemy import Table, and_, bindparam, insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Conversation, Customer, Event, Message
@@ -220,15 +220,6 @@ async def transcript(session: AsyncSession, customer_id: int) -> list[Message]:
             )
         ).scalars()
     )
-
-
-async def set_delivery(session: AsyncSession, message_id: int, delivery: str, error: str | None = None) -> None:
-    values: dict[str, Any] = {"delivery": delivery}
-    if error is not None:
-        message = await session.get(Message, message_id)
-        if message is not None:
-            values["payload"] = {**message.payload, "error": error}
-    await session.execute(update(Message).where(Message.id == message_id).values(**values))
 
 
 def log_event(session: AsyncSession, customer_id: int | None, kind: str, when: datetime,
