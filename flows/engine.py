@@ -24,7 +24,7 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from flows import runs as store
+from storage import flow_runs as store
 from flows.conditions import Condition
 from flows.definitions import Flow, Step
 from flows.durations import parse_duration
@@ -321,7 +321,7 @@ class FlowEngine:
         run = FlowRun(customer_id=customer.id, flow=name, version=self._versions[name], status="active",
                       step=flow.step_ids()[0], attempts=0, variables=_jsonable(variables), trigger=trigger,
                       started_at=now, updated_at=now)
-        session.add(run)
+        store.add_run(session, run)
         await session.flush()
         log_event(session, customer.id, "flow_started", now,
                   {"flow": name, "version": run.version, "trigger": trigger, "run": run.id})

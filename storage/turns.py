@@ -31,6 +31,7 @@ from storage.conversations import (
     start_conversation,
 )
 from storage.db import read_session
+from storage.flow_runs import no_open_runs, preload_open_runs
 from storage.models import Conversation, Customer, Message
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,7 @@ async def open_turn(session: AsyncSession, arrival: Arrival,
                                 source=arrival.source)
         session.add(customer)
         await session.flush()
+        no_open_runs(session, customer.id)
         log_event(session, customer.id, "first_contact", arrival.now,
                   {"channel": arrival.channel, "source": customer.source})
     if conversation is None:
@@ -265,6 +267,7 @@ class GroupCommit:
         async with self._sessions() as session, session.begin():
             known = await customers_with_conversations(
                 session, {(waiting.arrival.channel, waiting.arrival.user_id) for waiting in group})
+            await preload_open_runs(session, [customer.id for customer, _ in known.values()])
             for waiting in group:
                 key = (waiting.arrival.channel, waiting.arrival.user_id)
                 turn = await open_turn(session, waiting.arrival, known.get(key, (None, None)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 
@@ -309,3 +310,28 @@ async def test_points_query_answers_from_the_ledger(harness):
     [answer] = await harness.say("o-pts", "帮我查下积分")
     assert answer.startswith("亲，您当前有 200 积分，其中 120 分将在 30 天内到期")
     assert "下单 A2 +80" in answer and "下单 A1 +120" in answer
+
+
+async def test_customers_answering_their_surveys_together_each_answer_their_own_question(harness):
+    """Answers arriving at once (one shared transaction on SQLite) reach each customer's own run,
+    and a customer's run finished in the group is not offered their next message."""
+    users = [f"o-many-{i}" for i in range(12)]
+    for user in users:
+        await harness.say(user, "你好")
+        await harness.event(user, "order_delivered", {"order_id": f"B{user[-2:]}"})
+    await harness.later(days=3)
+    scores = {user: 1 + i % 5 for i, user in enumerate(users)}
+    replies = await asyncio.gather(*(harness.say(user, f"{scores[user]}分") for user in users))
+    for user, said in zip(users, replies, strict=True):
+        if scores[user] <= 2:
+            assert said == ["非常抱歉这次没让您满意，已为您转接专属客服，马上为您处理。"], user
+        else:
+            assert said[0].startswith("谢谢您的评分"), user
+    answers = await rows(harness.url, SurveyResponse)
+    by_customer = {(await rows(harness.url, Customer, Customer.id == a.customer_id))[0].external_id: a.score
+                   for a in answers}
+    assert by_customer == scores
+    # The happy ones were asked the next question; answering it goes on in their own run.
+    happy = [user for user in users if scores[user] > 2]
+    replies = await asyncio.gather(*(harness.say(user, "9") for user in happy))
+    assert all(said[0].startswith("最后，有什么想对我们说的吗") for said in replies)
