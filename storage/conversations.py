@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, insert, select, tuple_
+from sqlalchemy import Table, and_, bindparam, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Conversation, Customer, Event, Message
@@ -66,10 +66,16 @@ async def customers_with_conversations(
     """
     if not channel_ids:
         return {}
+    by_channel: dict[str, list[str]] = {}
+    for channel, external_id in sorted(channel_ids):
+        by_channel.setdefault(channel, []).append(external_id)
+    # One `channel = ? AND external_id IN (…)` per channel: SQLite searches the unique index for
+    # that, where a row-value `(channel, external_id) IN (…)` would scan every customer.
     rows = (await session.execute(
         select(Customer, Conversation)
         .outerjoin(Conversation, and_(Conversation.customer_id == Customer.id, Conversation.state != "closed"))
-        .where(tuple_(Customer.channel, Customer.external_id).in_(sorted(channel_ids)))
+        .where(or_(*(and_(Customer.channel == channel, Customer.external_id.in_(external_ids))
+                     for channel, external_ids in by_channel.items())))
         .order_by(Customer.id, Conversation.id)
     )).all()
     found: dict[tuple[str, str], tuple[Customer, Conversation | None]] = {}

@@ -107,33 +107,48 @@ def make_turn_store(sessions: async_sessionmaker[AsyncSession], *, group_commit:
     return OneAtATime(sessions)
 
 
-async def open_turn(session: AsyncSession, arrival: Arrival,
-                    known: tuple[Customer | None, Conversation | None] | None = None) -> OpenTurn:
-    """Lock and load the customer and their open conversation; create what does not exist yet.
+async def open_turn(session: AsyncSession, arrival: Arrival) -> OpenTurn:
+    """Lock and load the customer and their open conversation; create what does not exist yet."""
+    # What earlier statements of the transaction changed is flushed with the messages, in one
+    # go, instead of before this read.
+    with session.no_autoflush:
+        found = await lock_customer_with_conversation(session, arrival.channel, arrival.user_id)
+    [turn] = await open_turns(session, [arrival], [found])
+    return turn
 
-    `known`: the customer and conversation already read in this transaction (a shared SQLite
-    transaction reads its whole group at once)."""
-    if known is not None:
-        customer, conversation = known
-    else:
-        # What earlier turns of a shared transaction changed concerns other customers: it is
-        # flushed with the messages, in one go, instead of before this read.
-        with session.no_autoflush:
-            customer, conversation = await lock_customer_with_conversation(session, arrival.channel,
-                                                                           arrival.user_id)
-    created = customer is None
-    if customer is None:
-        customer = new_customer(arrival.channel, arrival.user_id, arrival.now, unionid=arrival.unionid,
-                                source=arrival.source)
-        session.add(customer)
+
+async def open_turns(session: AsyncSession, arrivals: list[Arrival],
+                     found: list[tuple[Customer | None, Conversation | None]]) -> list[OpenTurn]:
+    """The turns of customers already read (`found`, by arrival): whoever is new, and every
+    conversation that is missing, is created, each kind in one flush for the whole group."""
+    customers: list[Customer | None] = [customer for customer, _ in found]
+    created = [i for i, customer in enumerate(customers) if customer is None]
+    for i in created:
+        arrival = arrivals[i]
+        customers[i] = new_customer(arrival.channel, arrival.user_id, arrival.now, unionid=arrival.unionid,
+                                    source=arrival.source)
+    if created:
+        session.add_all([customers[i] for i in created])
         await session.flush()
+    for i in created:
+        customer = customers[i]
+        assert customer is not None
         no_open_runs(session, customer.id)
-        log_event(session, customer.id, "first_contact", arrival.now,
-                  {"channel": arrival.channel, "source": customer.source})
-    if conversation is None:
-        conversation = start_conversation(session, customer, arrival.now)
+        log_event(session, customer.id, "first_contact", arrivals[i].now,
+                  {"channel": arrivals[i].channel, "source": customer.source})
+    conversations = [conversation for _, conversation in found]
+    missing = [i for i, conversation in enumerate(conversations) if conversation is None]
+    for i in missing:
+        customer = customers[i]
+        assert customer is not None
+        conversations[i] = start_conversation(session, customer, arrivals[i].now)
+    if missing:
         await session.flush()
-    return OpenTurn(session, customer, conversation, created)
+    turns = []
+    for i, (customer, conversation) in enumerate(zip(customers, conversations, strict=True)):
+        assert customer is not None and conversation is not None
+        turns.append(OpenTurn(session, customer, conversation, i in created))
+    return turns
 
 
 async def store_messages(session: AsyncSession, turns: list[OpenTurn]) -> None:
@@ -263,16 +278,13 @@ class GroupCommit:
     async def _save_together(self, group: list[_Waiting]) -> list[Any]:
         # One customer is never twice in a group: the pipeline hands over a customer's next
         # message only once the previous one is saved.
-        results, turns = [], []
         async with self._sessions() as session, session.begin():
-            known = await customers_with_conversations(
-                session, {(waiting.arrival.channel, waiting.arrival.user_id) for waiting in group})
+            arrivals = [waiting.arrival for waiting in group]
+            known = await customers_with_conversations(session, {(a.channel, a.user_id) for a in arrivals})
             await preload_open_runs(session, [customer.id for customer, _ in known.values()])
-            for waiting in group:
-                key = (waiting.arrival.channel, waiting.arrival.user_id)
-                turn = await open_turn(session, waiting.arrival, known.get(key, (None, None)))
-                results.append(await waiting.work(turn))
-                turns.append(turn)
+            turns = await open_turns(session, arrivals, [known.get((a.channel, a.user_id), (None, None))
+                                                         for a in arrivals])
+            results = [await waiting.work(turn) for waiting, turn in zip(group, turns, strict=True)]
             await store_messages(session, turns)
         return results
 
