@@ -11,6 +11,10 @@ class Action(StrEnum):
     REPLY = "reply"
     FLOW = "flow"
     HANDOFF = "handoff"
+    # Change the customer's marketing consent (flows/consent.py carries it out): a reply that
+    # says "已为您退订" is true only when its intent opts the customer out.
+    OPT_OUT = "opt_out"
+    OPT_IN = "opt_in"
 
 
 @dataclass(frozen=True, slots=True)

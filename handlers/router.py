@@ -48,6 +48,16 @@ class HandOff:
 
 
 @dataclass(frozen=True, slots=True)
+class ChangeConsent:
+    """Opt the customer out of marketing (`opt_out`) or back in; `replies` (the match's own
+    reply, if any) confirm it, else the consent step's default confirmation does."""
+
+    opt_out: bool
+    match: Match
+    replies: list[Reply] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
 class NotUnderstood:
     """The customer's words were not understood; `replies` is the fallback."""
 
@@ -55,7 +65,7 @@ class NotUnderstood:
     match: None = None
 
 
-Decision = Answer | StartFlow | HandOff | NotUnderstood
+Decision = Answer | StartFlow | HandOff | ChangeConsent | NotUnderstood
 
 
 class _Variables(dict[str, str]):
@@ -95,6 +105,8 @@ class Router:
                     return StartFlow(found.flow, found, replies)
                 if found.action is Action.HANDOFF:
                     return HandOff(found, replies)
+                if found.action in (Action.OPT_OUT, Action.OPT_IN):
+                    return ChangeConsent(found.action is Action.OPT_OUT, found, replies)
                 return Answer(replies, found)
         return NotUnderstood([Reply(render(self._texts.fallback, variables), intent=FALLBACK_INTENT,
                                     source="fallback")])

@@ -39,7 +39,7 @@ def build_middlewares(settings: Settings, flows: FlowEngine, notify: Callable[[]
     return [
         LifecycleMiddleware(settings.lifecycle, flows),
         ConsentMiddleware(settings.touches.unsubscribe_reply, settings.touches.resubscribe_reply,
-                          push_windows() if windows is None else windows),
+                          push_windows() if windows is None else windows, reactions=flows),
         HandoffMiddleware(settings.staff, notify),
         flows,
     ]

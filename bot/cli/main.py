@@ -54,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a config file",
                                 description="Exit 0 when the config is valid; otherwise print "
-                                            "file:line: message for each problem and exit 2.")
+                                            "file:line: message for each problem and exit 2. "
+                                            "What is valid but likely wrong (a reply that promises "
+                                            "退订 from an intent that does not opt out) is printed "
+                                            "as file:line: warning: message.")
     check.add_argument("path", help="the TOML config file to check")
     check.set_defaults(func=_check_config)
 
@@ -93,12 +96,20 @@ def _add_optional_commands(commands: argparse._SubParsersAction) -> None:  # typ
 
 
 def _settings(config: str | None) -> Settings:
-    return load_settings(resolve_config_path(config))
+    warnings: list[str] = []
+    settings = load_settings(resolve_config_path(config), warnings=warnings)
+    for warning in warnings:
+        log.warning("%s", warning)
+    return settings
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    load_settings(Path(args.path))
-    print(f"{args.path}: OK")
+    warnings: list[str] = []
+    load_settings(Path(args.path), warnings=warnings)
+    for warning in warnings:
+        print(warning, file=sys.stderr)
+    count = len(warnings)
+    print(f"{args.path}: OK" + (f" ({count} warning{'s' if count != 1 else ''})" if count else ""))
     return 0
 
 

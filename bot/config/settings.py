@@ -21,8 +21,10 @@ from bot.app.event_loop import EventLoopName
 from bot.config.toml_lines import index_key_lines, line_of
 from bot.console.settings import StaffSettings
 from bot.outbox.policy import TouchPolicySettings
+from flows.consent import promised_change
 from flows.definitions import Flow, flow_problems
 from flows.lifecycle_settings import LifecycleSettings, PointsSettings
+from handlers.matching import Action
 from handlers.nlu.settings import FaqEntry, IntentSpec, NluSettings, check_unique_names
 
 DEFAULT_CONFIG = "config.toml"
@@ -187,8 +189,12 @@ def resolve_config_path(explicit: str | None) -> Path:
     return Path(explicit or os.environ.get("SIYU_CONFIG") or DEFAULT_CONFIG)
 
 
-def load_settings(path: str | Path, environ: dict[str, str] | None = None) -> Settings:
-    """Read, interpolate and validate one config file; raise ConfigError listing every problem."""
+def load_settings(path: str | Path, environ: dict[str, str] | None = None,
+                  warnings: list[str] | None = None) -> Settings:
+    """Read, interpolate and validate one config file; raise ConfigError listing every problem.
+
+    `warnings`, when given, receives `file:line: warning: …` lines for what is valid but likely
+    wrong (a reply that promises an action its intent does not take)."""
     path = Path(path)
     env = dict(os.environ if environ is None else environ)
     try:
@@ -222,7 +228,33 @@ def load_settings(path: str | Path, environ: dict[str, str] | None = None) -> Se
             problems.append(_at(path, lines, ("intents",), message))
     if problems or settings is None:
         raise ConfigError(problems)
+    if warnings is not None:
+        warnings.extend(_at(path, lines, loc, f"warning: {message}") for loc, message in _warnings(settings))
     return settings
+
+
+def _warnings(settings: Settings) -> list[tuple[tuple[str | int, ...], str]]:
+    """Replies that tell the customer their consent changed where nothing changes it."""
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    wanted = {True: Action.OPT_OUT, False: Action.OPT_IN}
+    only_replies = 'only replies: use an intent with action = "opt_out" or "opt_in"'
+    for index, intent in enumerate(settings.intents):
+        promise = promised_change(intent.reply or "")
+        if promise is not None and intent.action is not wanted[promise]:
+            told = "unsubscribed" if promise else "subscribed again"
+            message = (f"intent {intent.name!r} replies that the customer is {told} but its action is "
+                       f'{intent.action.value!r}: set action = "{wanted[promise].value}"')
+            found.append((("intents", index, "reply"), message))
+    for index, rule in enumerate(settings.rules):
+        if promised_change(rule.reply) is not None:
+            message = f"rule {rule.name!r} replies that the customer's subscription changed, but a rule {only_replies}"
+            found.append((("rules", index, "reply"), message))
+    for index, entry in enumerate(settings.faq):
+        if promised_change(entry.answer) is not None:
+            message = (f"faq entry {entry.name!r} answers that the customer's subscription changed, but an "
+                       f"FAQ answer {only_replies}")
+            found.append((("faq", index, "answer"), message))
+    return found
 
 
 def _message(item: Any) -> str:

@@ -151,3 +151,31 @@ def test_every_command_has_help():
                     ["db", "upgrade", "--help"]):
         result = siyu(*command)
         assert result.returncode == 0 and "usage: siyu" in result.stdout, command
+
+
+def test_check_config_warns_when_a_reply_promises_unsubscribing_but_its_intent_does_not_opt_out(tmp_path):
+    path = write(tmp_path, """
+[[intents]]
+name = "stop"
+examples = ["别再给我发消息了"]
+reply = "已为您退订营销消息。"
+
+[[intents]]
+name = "stop_for_real"
+examples = ["不要再推送了"]
+action = "opt_out"
+reply = "已为您退订营销消息。"
+
+[[rules]]
+name = "td_rule"
+patterns = ["别发了"]
+reply = "好的，已为您取消订阅。"
+""")
+    result = siyu("check-config", str(path))
+    assert result.returncode == 0, result.stderr
+    warnings = result.stderr.splitlines()
+    assert len(warnings) == 2, result.stderr
+    assert warnings[0].startswith(f"{path}:5: warning: intent 'stop'") and 'action = "opt_out"' in warnings[0]
+    assert warnings[1].startswith(f"{path}:16: warning: rule 'td_rule'")
+    shipped = siyu("check-config", "config.example.toml")
+    assert shipped.returncode == 0 and "warning" not in shipped.stderr, shipped.stderr

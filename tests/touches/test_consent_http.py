@@ -9,7 +9,7 @@ from bot.app.web import SENDERS
 from bot.clock import SystemClock
 from bot.outbox.dispatch import dispatch_due_touches
 from bot.outbox.policy import TouchPolicySettings
-from storage.models import Touch
+from storage.models import FlowRun, Touch
 from storage.touches import enqueue_touch
 from tests.support.db import customer_row, events, rows
 from tests.support.wechat import event_xml
@@ -83,3 +83,37 @@ async def test_full_width_td_unsubscribes_like_td(wechat, sqlite_url) -> None:
     server = await wechat()
     assert (await server.say("o-erin", "ＴＤ"))["Content"] == UNSUBSCRIBED
     assert (await customer_row(sqlite_url, "o-erin")).marketing_opt_out
+
+
+async def test_an_intent_whose_reply_says_unsubscribed_opts_the_customer_out(wechat, sqlite_url,
+                                                                              example_settings) -> None:
+    server = await wechat()
+    status, _ = await server.post(event_xml("o-frank", "subscribe"))
+    assert status == 200
+    customer = await customer_row(sqlite_url, "o-frank")
+    [onboarding] = await rows(sqlite_url, FlowRun, FlowRun.customer_id == customer.id)
+    assert onboarding.flow == "onboarding" and onboarding.status == "waiting"
+
+    reply = await server.say("o-frank", "别再给我发消息了")
+    [intent] = [i for i in example_settings.intents if i.name == "unsubscribe"]
+    assert reply is not None and reply["Content"] == intent.reply
+    customer = await customer_row(sqlite_url, "o-frank")
+    assert customer.marketing_opt_out and customer.consent_changed_at is not None
+    assert [e.data["via"] for e in await events(sqlite_url, "marketing_unsubscribed")] == ["别再给我发消息了"]
+    # The onboarding series stops (it exits on "unsubscribe"), and marketing is not sent.
+    [onboarding] = await rows(sqlite_url, FlowRun, FlowRun.customer_id == customer.id)
+    assert onboarding.status == "exited"
+    assert await enqueue_and_dispatch(server, customer.id, "offer-1", "marketing") == "skipped:opted_out"
+
+    # Said again while opted out: still opted out, logged once; a question afterwards resubscribes.
+    assert (await server.say("o-frank", "别再给我发消息了"))["Content"] == intent.reply
+    assert (await customer_row(sqlite_url, "o-frank")).marketing_opt_out
+    await server.say("o-frank", "你们几点开门")
+    assert not (await customer_row(sqlite_url, "o-frank")).marketing_opt_out
+    assert len(await events(sqlite_url, "marketing_unsubscribed")) == 1
+
+
+async def test_quxiao_dingyue_unsubscribes_like_tuiding(wechat, sqlite_url) -> None:
+    server = await wechat()
+    assert (await server.say("o-gina", "取消订阅"))["Content"] == UNSUBSCRIBED
+    assert (await customer_row(sqlite_url, "o-gina")).marketing_opt_out
