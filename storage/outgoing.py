@@ -12,6 +12,7 @@ from sqlalchemy import CursorResult, Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from storage.models import Conversation, Message
+from storage.privacy import redact
 
 
 @dataclass(slots=True)
@@ -92,6 +93,7 @@ async def record_delivery(session: AsyncSession, message_id: int, delivery: str,
     values: dict[str, Any] = {"delivery": delivery}
     if error is not None or platform_message_id is not None:
         payload = (await session.execute(select(_messages.c.payload).where(_messages.c.id == message_id))).scalar()
-        extra = {"error": error} if error is not None else {"platform_message_id": platform_message_id}
+        # Staff read this error in the console: never with a URL's credentials in it.
+        extra = {"error": redact(error)} if error is not None else {"platform_message_id": platform_message_id}
         values["payload"] = {**(payload or {}), **extra}
     await session.execute(update(_messages).where(_messages.c.id == message_id).values(**values))

@@ -18,6 +18,7 @@ from sqlalchemy import ColumnElement, and_, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from storage.models import PlatformToken
+from storage.privacy import error_text
 from storage.upsert import insert_ignore
 from storage.workers import lease_holder
 
@@ -117,8 +118,10 @@ async def _fetch_and_store(sessions: async_sessionmaker[AsyncSession], key: str,
                            fetch: Fetch, now: datetime) -> PlatformToken:
     try:
         token, lifetime = await fetch()  # no transaction open: the platform may take its time
-    except BaseException:
+    except BaseException as error:
         await _release_lease(sessions, key, holder)
+        if isinstance(error, Exception):
+            log.warning("fetching the access token for %s failed: %s", key, error_text(error))
         raise
     ours = and_(PlatformToken.key == key, PlatformToken.refreshing_by == holder)
     async with sessions() as session, session.begin():

@@ -10,8 +10,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot.config.settings import ConfigError, Settings, load_settings, resolve_config_path
+from storage.privacy import redact
 
 log = logging.getLogger("siyu")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class RedactingFormatter(logging.Formatter):
+    """Every log line, tracebacks included, with URL query strings and credential parameters
+    replaced: a library's error that quotes a request URL would otherwise log the AppSecret."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -20,8 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
-    logging.basicConfig(level=getattr(args, "log_level", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=getattr(args, "log_level", "INFO"), format=LOG_FORMAT)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(RedactingFormatter(LOG_FORMAT))
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     # A line per sweeper run every few seconds drowns what matters; failures still log.
     logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)

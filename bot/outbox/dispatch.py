@@ -60,7 +60,7 @@ from bot.outbox.policy import (
 from flows.handoff import HELD_STATES
 from storage.models import Conversation, Customer, Touch
 from storage.outgoing import Outgoing, append_outgoing
-from storage.privacy import mask
+from storage.privacy import error_text, mask, redact
 from storage.touches import TouchStatus
 
 log = logging.getLogger(__name__)
@@ -420,7 +420,7 @@ async def _record(connection: AsyncConnection, settings: TouchPolicySettings, no
     for s, result in zip(sending, results, strict=True):
         if isinstance(result, BaseException):
             # The sender broke its promise to answer with a result: treat it as passing.
-            result = DeliveryResult(Delivery.RETRY_LATER, f"{type(result).__name__}: {result}".rstrip(": "))
+            result = DeliveryResult(Delivery.RETRY_LATER, error_text(result))
         if s.touch.id not in ours:
             stats.dropped += 1  # our lease ran out mid-call and another worker took the touch
         elif result.sent:
@@ -465,7 +465,7 @@ async def _refused(connection: AsyncConnection, settings: TouchPolicySettings, n
         if window is not None:
             windows.append({"customer_id": touch.customer_id, "b_expires": window.expires_at,
                             "b_quota": window.quota, "b_used": window.used})
-        reason = result.record()
+        reason = redact(result.record())  # stored and logged: never with a URL's credentials
         if result.outcome in _WINDOW_OUTCOMES:
             # The platform disagrees with our count: believe it, and don't knock again.
             finished.append(_finished(touch, TouchStatus.SKIPPED, reason, attempts))

@@ -31,7 +31,7 @@ from handlers.messages import Reply
 from storage.conversations import lock_customer
 from storage.models import Customer
 from storage.outgoing import record_delivery
-from storage.privacy import mask
+from storage.privacy import error_text, mask, redact
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class Outbox:
         try:
             result = await sender.send(user_id, push.message)
         except Exception as error:  # noqa: BLE001 - record every failure, never lose it silently
-            result = DeliveryResult(Delivery.RETRY_LATER, f"{type(error).__name__}: {error}".rstrip(": "))
+            result = DeliveryResult(Delivery.RETRY_LATER, error_text(error))
         async with self._sessions() as session, session.begin():
             if result.sent:
                 await record_delivery(session, push.message_id, PUSHED, platform_message_id=result.platform_message_id)
@@ -169,7 +169,7 @@ class Outbox:
                 if window is not None:
                     customer.window_expires_at, customer.window_quota, customer.window_used = (
                         window.expires_at, window.quota, window.used)
-            reason = result.record()
+            reason = redact(result.record())
             await record_delivery(session, push.message_id, FAILED, reason)
         log.warning("push to %s failed: %s", mask(user_id), reason)
         return Pushed(FAILED, reason, result.outcome)

@@ -26,6 +26,8 @@ class FakeWechatApi:
     # What reached WeChat, in order: "push" for every accepted send; a test adds what WeChat's
     # callback side saw (e.g. "passive reply") to read the order of the two.
     arrivals: list[str] = field(default_factory=list)
+    # HTTP statuses to answer the next token requests with (500 = WeChat's gateway failing)
+    token_statuses: list[int] = field(default_factory=list)
     # seconds the token endpoint takes to answer (a slow or hanging WeChat)
     token_delay: float = 0.0
     token_requested: asyncio.Event = field(default_factory=asyncio.Event)
@@ -54,6 +56,8 @@ class FakeWechatApi:
         if q.get("appid") != self.app_id or q.get("secret") != self.app_secret:
             return web.json_response({"errcode": 40125, "errmsg": "invalid appsecret"})
         self.token_requested.set()
+        if self.token_statuses:
+            return web.Response(status=self.token_statuses.pop(0))
         if self.token_delay:
             await asyncio.sleep(self.token_delay)
         token = f"token-{next(self._counter)}"

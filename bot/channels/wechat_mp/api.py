@@ -16,7 +16,7 @@ import aiohttp
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.clock import Clock
-from storage.privacy import mask
+from storage.privacy import error_text, mask, redact
 from storage.tokens import read_token, refresh_token
 
 log = logging.getLogger(__name__)
@@ -32,9 +32,19 @@ SYSTEM_BUSY = -1  # "system busy, retry later"
 
 class WechatApiError(Exception):
     def __init__(self, errcode: int, errmsg: str, path: str):
-        super().__init__(f"{path}: errcode {errcode}: {errmsg}")
+        super().__init__(f"{path}: errcode {errcode}: {redact(errmsg)}")
         self.errcode = errcode
-        self.errmsg = errmsg
+        self.errmsg = redact(errmsg)
+
+
+class WechatUnavailable(Exception):
+    """WeChat gave no usable answer (an HTTP error status, no connection, a timeout, not JSON): the
+    same call may well succeed later. Its message names the endpoint's path, never the URL: the
+    query string carries the AppSecret or the access token."""
+
+    def __init__(self, path: str, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path = path
 
 
 class WechatApi:
@@ -131,9 +141,24 @@ class WechatApi:
         return answer
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        async with self._http.request(method, self._base_url + path, timeout=self._timeout, **kwargs) as response:
-            response.raise_for_status()
-            data: dict[str, Any] = await response.json(content_type=None)
+        # aiohttp's errors (raise_for_status, a redirect, a bad payload …) quote the request URL with
+        # its credentials: each becomes WechatUnavailable, naming the path alone, and is not chained.
+        try:
+            async with self._http.request(method, self._base_url + path, timeout=self._timeout,
+                                          allow_redirects=False, **kwargs) as response:
+                if not 200 <= response.status < 300:
+                    raise WechatUnavailable(path, f"HTTP {response.status} {response.reason or ''}".rstrip())
+                data: dict[str, Any] = await response.json(content_type=None)
+        except WechatUnavailable:
+            raise
+        except TimeoutError:
+            raise WechatUnavailable(path, f"no answer within {self._timeout.total} s") from None
+        except aiohttp.ClientError as error:
+            raise WechatUnavailable(path, error_text(error)) from None
+        except ValueError:
+            raise WechatUnavailable(path, "the answer is not JSON") from None
+        if not isinstance(data, dict):
+            raise WechatUnavailable(path, "the answer is not a JSON object")
         errcode = int(data.get("errcode", 0) or 0)
         if errcode:
             raise WechatApiError(errcode, str(data.get("errmsg", "")), path)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -25,8 +24,10 @@ from bot.channels.wechat_mp.api import (
     WINDOW_CLOSED,
     WechatApi,
     WechatApiError,
+    WechatUnavailable,
 )
 from flows.push_window import UNLIMITED, PushWindow, WindowAction, WindowGrant
+from storage.privacy import error_text
 
 CHANNEL = "wechat_mp"
 
@@ -74,9 +75,10 @@ class WechatMpSender:
             else:
                 outcome = Delivery.REFUSED
             return DeliveryResult(outcome, reason, str(error.errcode))
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            # A gateway error or a timeout: WeChat may well take the same call later.
-            return DeliveryResult(Delivery.RETRY_LATER, f"{type(error).__name__}: {error}".rstrip(": "))
+        except (WechatUnavailable, aiohttp.ClientError, TimeoutError) as error:
+            # A gateway error or a timeout: WeChat may well take the same call later. (Redacted:
+            # an error that quotes a URL would carry the access token.)
+            return DeliveryResult(Delivery.RETRY_LATER, error_text(error))
         msgid = answer.get("msgid")
         return DeliveryResult.delivered(str(msgid) if msgid is not None else None)
 
