@@ -1,6 +1,7 @@
 """`POST /api/v1/events`: business events from the brand's systems, one object or an array.
 
-Bearer-token authenticated; answers per event, so one bad event never loses the good ones.
+Bearer-token authenticated; answers per event, so one bad event never loses the good ones. Off
+(503) until `[api] token` holds a real secret: no placeholder or short token ever opens it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from aiohttp import web
 
 from bot.app import keys
 from bot.app.http_body import MAX_BODY_BYTES, read_limited
+from bot.config.secrets import MIN_API_TOKEN, api_enabled
 from flows.business_events import EventContext, ingest
 from flows.reactions import NoReactions, Reactions
 
@@ -39,6 +41,9 @@ def _authorized(request: web.Request, token: str) -> bool:
 
 async def post_events(request: web.Request) -> web.Response:
     settings = request.app[keys.SETTINGS]
+    if not api_enabled(settings.api.token):
+        return _error(503, f"the events API is off: set [api] token (SIYU_API_TOKEN) to a random secret of "
+                           f"at least {MIN_API_TOKEN} characters")
     if not _authorized(request, settings.api.token):
         return _error(401, "missing or wrong bearer token", **{"WWW-Authenticate": 'Bearer realm="siyu"'})
     body = await read_limited(request)

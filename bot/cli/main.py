@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bot.config.settings import ConfigError, Settings, load_settings, resolve_config_path
@@ -142,9 +142,16 @@ async def _schema_problem(url: str) -> str | None:
     return None
 
 
-def _ready_settings(config: str | None, command: str) -> Settings | None:
-    """Valid settings on a database at this release's schema; None (problem printed) otherwise."""
+def _ready_settings(config: str | None, command: str,
+                    refusals: Callable[[Settings], list[str]] | None = None) -> Settings | None:
+    """Valid settings (none of `refusals`' problems) on a database at this release's schema; None
+    (the problems printed) otherwise."""
     settings = _settings(config)
+    refused = refusals(settings) if refusals is not None else []
+    for refusal in refused:
+        print(f"siyu {command}: {refusal}", file=sys.stderr)
+    if refused:
+        return None
     problem = asyncio.run(_schema_problem(settings.storage.url))
     if problem:
         print(f"siyu {command}: {problem}", file=sys.stderr)
@@ -157,8 +164,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     from bot.app.event_loop import new_event_loop
     from bot.app.web import create_app
+    from bot.config.secrets import secret_problems
 
-    settings = _ready_settings(args.config, "serve")
+    settings = _ready_settings(args.config, "serve", secret_problems)
     if settings is None:
         return 2
     host = args.host or settings.server.host

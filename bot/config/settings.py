@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bot.app.event_loop import EventLoopName
+from bot.config.secrets import api_token_problem
 from bot.config.toml_lines import index_key_lines, line_of
 from bot.console.settings import StaffSettings
 from bot.outbox.policy import TouchPolicySettings
@@ -234,8 +235,12 @@ def load_settings(path: str | Path, environ: dict[str, str] | None = None,
 
 
 def _warnings(settings: Settings) -> list[tuple[tuple[str | int, ...], str]]:
-    """Replies that tell the customer their consent changed where nothing changes it."""
+    """A token `siyu serve` refuses; replies that tell the customer their consent changed where
+    nothing changes it."""
     found: list[tuple[tuple[str | int, ...], str]] = []
+    token = api_token_problem(settings.api.token)
+    if token is not None:
+        found.append((("api", "token"), f"{token}: `siyu serve` refuses to start with it"))
     wanted = {True: Action.OPT_OUT, False: Action.OPT_IN}
     only_replies = 'only replies: use an intent with action = "opt_out" or "opt_in"'
     for index, intent in enumerate(settings.intents):

@@ -12,7 +12,7 @@ from storage.models import BusinessEvent, Customer, Order, PointsEntry, StageCha
 from tests.support.db import customer_row, rows
 from tests.support.lifecycle import FixedClock, RecordingReactions, add_customers, database
 
-TOKEN = "events-test-token"
+TOKEN = "events-test-token-of-at-least-32-characters"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -55,7 +55,18 @@ async def test_token_is_required(aiohttp_client, example_settings, sqlite_url):
 async def test_an_empty_configured_token_turns_the_api_off(aiohttp_client, example_settings, sqlite_url):
     client, _ = await start(aiohttp_client, example_settings, sqlite_url, token="")
     response = await client.post("/api/v1/events", json=paid("e1", "A1"), headers={"Authorization": "Bearer "})
-    assert response.status == 401
+    assert response.status == 503 and "SIYU_API_TOKEN" in (await response.json())["error"]
+
+
+async def test_the_example_configs_placeholder_token_never_opens_the_api(aiohttp_client, example_settings,
+                                                                        sqlite_url):
+    for token in ("change-me", "CHANGE_ME", "secret", "short-but-not-a-placeholder"):
+        client, _ = await start(aiohttp_client, example_settings, sqlite_url, token=token)
+        grant = event("e1", "points_changed", {"delta": 100000, "reason": "free"})
+        status, body = await post(client, grant, headers={"Authorization": f"Bearer {token}"})
+        assert status == 503 and "at least 32 characters" in body["error"], token
+    assert await rows(sqlite_url, BusinessEvent) == []
+    assert example_settings.api.token == ""  # the example keeps the API off until a token is set
 
 
 async def test_bad_bodies_get_clean_4xx(aiohttp_client, example_settings, sqlite_url):

@@ -146,6 +146,19 @@ def test_serve_refuses_an_unmigrated_database(tmp_path):
     assert "run `siyu db upgrade`" in result.stderr
 
 
+def test_serve_refuses_a_placeholder_or_short_api_token(tmp_path):
+    config = write(tmp_path, (ROOT / "config.example.toml").read_text(encoding="utf-8").replace(
+        "sqlite+aiosqlite:///siyu.db", f"sqlite+aiosqlite:///{tmp_path}/fresh.db"))
+    for token, why in (("change-me", "placeholder 'change-me'"), ("a" * 8 + "b" * 8, "16 characters long")):
+        result = siyu("serve", "--config", str(config), env={"SIYU_API_TOKEN": token})
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("siyu serve: [api] token is") and why in result.stderr, result.stderr
+        assert "SIYU_API_TOKEN" in result.stderr and "at least 32" in result.stderr
+    # No token: the API stays off and serve goes on (here to the unmigrated database).
+    result = siyu("serve", "--config", str(config), env={"SIYU_API_TOKEN": ""})
+    assert result.returncode == 2 and "[api] token" not in result.stderr and "siyu db upgrade" in result.stderr
+
+
 def test_every_command_has_help():
     for command in (["--help"], ["serve", "--help"], ["check-config", "--help"], ["chat", "--help"],
                     ["db", "upgrade", "--help"]):

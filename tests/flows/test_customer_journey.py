@@ -67,7 +67,7 @@ class Journey:
 async def test_a_customers_whole_journey(aiohttp_client, fake_api, example_settings, sqlite_url):
     clock = FakeClock()
     settings = settings_for(example_settings, sqlite_url, fake_api.base_url)
-    settings = settings.model_copy(update={"api": settings.api.model_copy(update={"token": "journey-token"})})
+    settings = settings.model_copy(update={"api": settings.api.model_copy(update={"token": "journey-token-" + "j" * 32})})
     app = create_app(settings, clock=clock)
     client = await aiohttp_client(app)
     journey = Journey(WechatServer(client=client), app, clock, sqlite_url, fake_api)
