@@ -24,7 +24,6 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from storage import flow_runs as store
 from flows.conditions import Condition
 from flows.definitions import Flow, Step
 from flows.durations import parse_duration
@@ -34,6 +33,7 @@ from flows.variables import FlowVariables
 from handlers.messages import EventKind, InboundKind, Reply
 from handlers.router import Decision, StartFlow, render
 from handlers.typed_answers import NOT_AN_ANSWER, parse_answer
+from storage import flow_runs as store
 from storage import schedules
 from storage.conversations import log_event
 from storage.models import Customer, FlowRun, SurveyResponse

@@ -10,7 +10,7 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, bindparam, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import Conversation, Customer, Event, Message
+from storage.models import OPEN_RUN_STATUSES, Conversation, Customer, Event, FlowRun, Message
 
 
 async def lock_customer(session: AsyncSession, channel: str, external_id: str) -> Customer | None:
@@ -27,15 +27,22 @@ async def lock_customer(session: AsyncSession, channel: str, external_id: str) -
     ).scalar_one_or_none()
 
 
+# What the message path reads of a customer: the customer, their open conversation (None when
+# there is none) and their open flow runs, oldest first.
+CustomerTurnRows = tuple[Customer, Conversation | None, list[FlowRun]]
+
+
 async def lock_customer_with_conversation(
     session: AsyncSession, channel: str, external_id: str
-) -> tuple[Customer | None, Conversation | None]:
-    """The locked customer and their open conversation (the message path's read).
+) -> CustomerTurnRows | None:
+    """The locked customer with their open conversation and flow runs (the message path's read),
+    or None for a customer not stored yet.
 
-    One round trip on SQLite and MariaDB. PostgreSQL refuses FOR UPDATE on the nullable side
-    of an outer join, and when a locked row changed while it waited it re-reads only that row,
-    keeping the join's conversation as its snapshot saw it (a stale `last_seq`): there the
-    conversation is read by a second statement, after the lock is held.
+    Two statements: the customer's row locked, then, with the lock held, the conversation and
+    the runs in one. Read after the lock, they are never older than the last turn that held it
+    (PostgreSQL refuses FOR UPDATE on the nullable side of an outer join, and when a locked row
+    changed while it waited it re-reads only that row, keeping the rest of a join as its
+    snapshot saw it).
 
     On MariaDB/MySQL a locking read of a customer who does not exist yet locks the gap in the
     index where they would go, and two first contacts' inserts into one gap deadlock: there a
@@ -44,22 +51,20 @@ async def lock_customer_with_conversation(
     dialect = session.get_bind().dialect.name
     if dialect == "mysql" and (await session.execute(_customer_exists,
                                                      {"channel": channel, "external_id": external_id})).first() is None:
-        return None, None
-    if dialect == "postgresql":
-        customer = await lock_customer(session, channel, external_id)
-        if customer is None:
-            return None, None
-        conversation = (await session.execute(_open_conversation, {"customer_id": customer.id})).scalar()
-        return customer, conversation
-    row = (await session.execute(_locked_customer_with_conversation,
-                                 {"channel": channel, "external_id": external_id})).first()
-    return (None, None) if row is None else (row[0], row[1])
+        return None
+    customer = await lock_customer(session, channel, external_id)
+    if customer is None:
+        return None
+    conversation, runs = _newest_conversation_and_runs(
+        (await session.execute(_conversation_and_runs, {"customer_id": customer.id})).all())
+    return customer, conversation, runs
 
 
 async def customers_with_conversations(
     session: AsyncSession, channel_ids: set[tuple[str, str]]
-) -> dict[tuple[str, str], tuple[Customer, Conversation | None]]:
-    """Several customers with their open conversations in one statement, by (channel, external id).
+) -> dict[tuple[str, str], CustomerTurnRows]:
+    """Several customers with their open conversations and flow runs in one statement, by
+    (channel, external id).
 
     For SQLite's shared transaction, which already holds the database's one write lock: no row
     lock is needed, and one read for the group replaces one per message.
@@ -72,34 +77,50 @@ async def customers_with_conversations(
     # One `channel = ? AND external_id IN (…)` per channel: SQLite searches the unique index for
     # that, where a row-value `(channel, external_id) IN (…)` would scan every customer.
     rows = (await session.execute(
-        select(Customer, Conversation)
-        .outerjoin(Conversation, and_(Conversation.customer_id == Customer.id, Conversation.state != "closed"))
+        select(Customer, Conversation, FlowRun)
+        .outerjoin(Conversation, _open_conversation_of_customer)
+        .outerjoin(FlowRun, _open_run_of_customer)
         .where(or_(*(and_(Customer.channel == channel, Customer.external_id.in_(external_ids))
                      for channel, external_ids in by_channel.items())))
-        .order_by(Customer.id, Conversation.id)
+        .order_by(Customer.id, Conversation.id, FlowRun.id)
     )).all()
-    found: dict[tuple[str, str], tuple[Customer, Conversation | None]] = {}
-    for customer, conversation in rows:  # the newest open conversation of each customer last
-        found[(customer.channel, customer.external_id)] = (customer, conversation)
+    of_customer: dict[int, list[Any]] = {}
+    customers: dict[int, Customer] = {}
+    for customer, conversation, run in rows:
+        customers[customer.id] = customer
+        of_customer.setdefault(customer.id, []).append((conversation, run))
+    found: dict[tuple[str, str], CustomerTurnRows] = {}
+    for customer_id, pairs in of_customer.items():
+        customer = customers[customer_id]
+        found[(customer.channel, customer.external_id)] = (customer, *_newest_conversation_and_runs(pairs))
     return found
 
 
+def _newest_conversation_and_runs(rows: Sequence[Any]) -> tuple[Conversation | None, list[FlowRun]]:
+    """From (conversation, run) rows ordered by conversation then run: the newest open
+    conversation, and each open run once (the join repeats them per conversation)."""
+    conversation: Conversation | None = None
+    runs: dict[int, FlowRun] = {}
+    for row_conversation, run in rows:
+        if row_conversation is not None:
+            conversation = row_conversation
+        if run is not None:
+            runs.setdefault(run.id, run)
+    return conversation, sorted(runs.values(), key=lambda run: run.id)
+
+
 # Built once: constructing and coercing a statement costs more than SQLite running it.
+_open_conversation_of_customer = and_(Conversation.customer_id == Customer.id, Conversation.state != "closed")
+_open_run_of_customer = and_(FlowRun.customer_id == Customer.id, FlowRun.status.in_(OPEN_RUN_STATUSES))
 _customer_exists = select(Customer.id).where(Customer.channel == bindparam("channel"),
                                              Customer.external_id == bindparam("external_id"))
-_locked_customer_with_conversation = (
-    select(Customer, Conversation)
-    .outerjoin(Conversation, and_(Conversation.customer_id == Customer.id, Conversation.state != "closed"))
-    .where(Customer.channel == bindparam("channel"), Customer.external_id == bindparam("external_id"))
-    .order_by(Conversation.id.desc())
-    .limit(1)
-    .with_for_update()
-)
-_open_conversation = (
-    select(Conversation)
-    .where(Conversation.customer_id == bindparam("customer_id"), Conversation.state != "closed")
-    .order_by(Conversation.id.desc())
-    .limit(1)
+_conversation_and_runs = (
+    select(Conversation, FlowRun)
+    .select_from(Customer)
+    .outerjoin(Conversation, _open_conversation_of_customer)
+    .outerjoin(FlowRun, _open_run_of_customer)
+    .where(Customer.id == bindparam("customer_id"))
+    .order_by(Conversation.id, FlowRun.id)
 )
 
 

@@ -1,25 +1,23 @@
 """Queries for flow runs and flow versions.
 
-A shared SQLite transaction reads the open runs of its whole group in one statement
-(`preload_open_runs`); the transaction's later reads of a preloaded customer's open runs come
-from that list, which `add_run` keeps complete and the runs' own status keeps current. Runs
-change only inside their customer's turn (the write lock on SQLite, the customer's row lock
-elsewhere), so nothing outside the transaction can make the list stale.
+A message's turn reads the customer's open runs with the customer (storage.turns) and
+remembers them for the transaction (`remember_open_runs`); the turn's later reads of that
+customer's open runs come from that list, which `add_run` keeps complete and the runs' own
+status keeps current. Runs change only inside their customer's turn (the write lock on SQLite,
+the customer's row lock elsewhere), so nothing outside the transaction can make the list stale.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import Customer, FlowRun, FlowVersion
+from storage.models import OPEN_RUN_STATUSES, Customer, FlowRun, FlowVersion
 from storage.upsert import insert_ignore
-
-OPEN = ("active", "waiting", "asking")
 
 
 async def save_versions(session: AsyncSession, versions: Sequence[tuple[str, str, dict[str, Any]]],
@@ -38,46 +36,32 @@ async def load_version(session: AsyncSession, flow: str, version: str) -> dict[s
 
 
 # session.info key: customer id → that customer's open runs, for the rest of the transaction.
-_PRELOADED = "siyu.open_runs"
+_REMEMBERED = "siyu.open_runs"
 
 
-async def preload_open_runs(session: AsyncSession, customer_ids: Collection[int]) -> None:
-    """Read the open runs of several customers in one statement, for this transaction's turns."""
-    preloaded: dict[int, list[FlowRun]] = session.info.setdefault(_PRELOADED, {})
-    wanted = [customer_id for customer_id in customer_ids if customer_id not in preloaded]
-    for customer_id in wanted:
-        preloaded[customer_id] = []
-    if not wanted:
-        return
-    for run in (await session.execute(_open_runs_of_customers, {"ids": sorted(wanted)})).scalars():
-        preloaded[run.customer_id].append(run)
-
-
-def no_open_runs(session: AsyncSession, customer_id: int) -> None:
-    """A customer created in this transaction has no runs yet: nothing to read."""
-    session.info.setdefault(_PRELOADED, {})[customer_id] = []
+def remember_open_runs(session: AsyncSession, customer_id: int, runs: list[FlowRun]) -> None:
+    """The customer's open runs, read in this transaction (none for a customer created in it)."""
+    session.info.setdefault(_REMEMBERED, {})[customer_id] = list(runs)
 
 
 async def open_runs(session: AsyncSession, customer_id: int) -> list[FlowRun]:
-    preloaded = session.info.get(_PRELOADED, {}).get(customer_id)
-    if preloaded is not None:
-        return [run for run in preloaded if run.status in OPEN]
+    remembered = session.info.get(_REMEMBERED, {}).get(customer_id)
+    if remembered is not None:
+        return [run for run in remembered if run.status in OPEN_RUN_STATUSES]
     return list((await session.execute(_open_runs_of_customer, {"customer_id": customer_id})).scalars())
 
 
 def add_run(session: AsyncSession, run: FlowRun) -> None:
-    """Add a new run to the transaction (and to its customer's preloaded open runs)."""
+    """Add a new run to the transaction (and to its customer's remembered open runs)."""
     session.add(run)
-    preloaded = session.info.get(_PRELOADED, {}).get(run.customer_id)
-    if preloaded is not None:
-        preloaded.append(run)
+    remembered = session.info.get(_REMEMBERED, {}).get(run.customer_id)
+    if remembered is not None:
+        remembered.append(run)
 
 
 # Built once: constructing a statement costs more than SQLite running it.
 _open_runs_of_customer = (select(FlowRun).where(FlowRun.customer_id == bindparam("customer_id"),
-                                                FlowRun.status.in_(OPEN)).order_by(FlowRun.id))
-_open_runs_of_customers = (select(FlowRun).where(FlowRun.customer_id.in_(bindparam("ids", expanding=True)),
-                                                 FlowRun.status.in_(OPEN)).order_by(FlowRun.id))
+                                                FlowRun.status.in_(OPEN_RUN_STATUSES)).order_by(FlowRun.id))
 
 
 async def last_run(session: AsyncSession, customer_id: int, flow: str) -> FlowRun | None:

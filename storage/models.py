@@ -307,6 +307,10 @@ class FlowVersion(Base):
     created_at: Mapped[datetime]
 
 
+# A run in one of these is open: it still waits for the customer, a time or its next step.
+OPEN_RUN_STATUSES = ("active", "waiting", "asking")
+
+
 class FlowRun(Base):
     """A customer's place in a flow; a restart continues from here."""
 

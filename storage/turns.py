@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from storage.conversations import (
+    CustomerTurnRows,
     NewMessage,
     customers_with_conversations,
     find_inbound,
@@ -31,7 +32,7 @@ from storage.conversations import (
     start_conversation,
 )
 from storage.db import read_session
-from storage.flow_runs import no_open_runs, preload_open_runs
+from storage.flow_runs import remember_open_runs
 from storage.models import Conversation, Customer, Message
 
 log = logging.getLogger(__name__)
@@ -118,10 +119,14 @@ async def open_turn(session: AsyncSession, arrival: Arrival) -> OpenTurn:
 
 
 async def open_turns(session: AsyncSession, arrivals: list[Arrival],
-                     found: list[tuple[Customer | None, Conversation | None]]) -> list[OpenTurn]:
-    """The turns of customers already read (`found`, by arrival): whoever is new, and every
-    conversation that is missing, is created, each kind in one flush for the whole group."""
-    customers: list[Customer | None] = [customer for customer, _ in found]
+                     found: list[CustomerTurnRows | None]) -> list[OpenTurn]:
+    """The turns of customers already read (`found`, by arrival; None: not stored yet): whoever
+    is new, and every conversation that is missing, is created, each kind in one flush for the
+    whole group. The open flow runs read with them are remembered for the transaction."""
+    customers: list[Customer | None] = [None if rows is None else rows[0] for rows in found]
+    for rows in found:
+        if rows is not None:
+            remember_open_runs(session, rows[0].id, rows[2])
     created = [i for i, customer in enumerate(customers) if customer is None]
     for i in created:
         arrival = arrivals[i]
@@ -133,10 +138,10 @@ async def open_turns(session: AsyncSession, arrivals: list[Arrival],
     for i in created:
         customer = customers[i]
         assert customer is not None
-        no_open_runs(session, customer.id)
+        remember_open_runs(session, customer.id, [])
         log_event(session, customer.id, "first_contact", arrivals[i].now,
                   {"channel": arrivals[i].channel, "source": customer.source})
-    conversations = [conversation for _, conversation in found]
+    conversations = [None if rows is None else rows[1] for rows in found]
     missing = [i for i, conversation in enumerate(conversations) if conversation is None]
     for i in missing:
         customer = customers[i]
@@ -281,9 +286,7 @@ class GroupCommit:
         async with self._sessions() as session, session.begin():
             arrivals = [waiting.arrival for waiting in group]
             known = await customers_with_conversations(session, {(a.channel, a.user_id) for a in arrivals})
-            await preload_open_runs(session, [customer.id for customer, _ in known.values()])
-            turns = await open_turns(session, arrivals, [known.get((a.channel, a.user_id), (None, None))
-                                                         for a in arrivals])
+            turns = await open_turns(session, arrivals, [known.get((a.channel, a.user_id)) for a in arrivals])
             results = [await waiting.work(turn) for waiting, turn in zip(group, turns, strict=True)]
             await store_messages(session, turns)
         return results
