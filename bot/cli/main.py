@@ -164,9 +164,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     from bot.app.event_loop import new_event_loop
     from bot.app.web import create_app
+    from bot.channels.simulator.access import exposure_problem
     from bot.config.secrets import secret_problems
 
-    settings = _ready_settings(args.config, "serve", secret_problems)
+    def refusals(settings: Settings) -> list[str]:
+        exposed = exposure_problem(settings, args.host or settings.server.host)
+        return [*secret_problems(settings), *([exposed] if exposed else [])]
+
+    settings = _ready_settings(args.config, "serve", refusals)
     if settings is None:
         return 2
     host = args.host or settings.server.host

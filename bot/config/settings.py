@@ -101,6 +101,10 @@ class WechatMpSettings(Strict):
 class SimulatorSettings(Strict):
     enabled: bool = True
     path: str = "/simulator/"
+    # Off: the simulator answers only requests from this machine, and `siyu serve` refuses to
+    # listen beyond loopback with it on. On: it may be reached from anywhere, by logged-in
+    # console users only (anyone else could write as any customer and read the replies).
+    allow_remote: bool = False
 
 
 class ChannelsSettings(Strict):

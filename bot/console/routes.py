@@ -10,6 +10,7 @@ import asyncio
 import html
 import json
 import logging
+import posixpath
 import secrets
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -19,7 +20,9 @@ from aiohttp import web
 from sqlalchemy import select
 
 from bot.app import keys
+from bot.app.http_security import SECURITY_HEADERS
 from bot.channels.base import Text
+from bot.config.settings import Settings
 from bot.console import auth, views
 from bot.console.auth import Identity, Role
 from bot.console.hub import ConsoleHub
@@ -40,15 +43,6 @@ MAX_REPLY = 2000
 # A live stream re-checks the database this often, to see other processes' changes.
 POLL_SECONDS = 2.0
 HEARTBEAT_SECONDS = 15.0
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-                               "img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
-
 Handler = Callable[[web.Request, Identity], Awaitable[web.StreamResponse]]
 
 
@@ -121,8 +115,18 @@ def requires(role: Role) -> Callable[[Handler], Callable[[web.Request], Awaitabl
     return wrap
 
 
-def _cookie(response: web.StreamResponse, request: web.Request, name: str, value: str, max_age: int) -> None:
-    response.set_cookie(name, value, max_age=max_age, path=_base(request), httponly=True, samesite="Strict",
+def session_cookie_path(settings: Settings) -> str:
+    """Where the browser sends the login: the console's path, and when the simulator takes console
+    logins ([channels.simulator] allow_remote) the path both share."""
+    simulator = settings.channels.simulator
+    if not (simulator.enabled and simulator.allow_remote):
+        return settings.staff.path
+    return posixpath.commonpath([settings.staff.path, simulator.path.rstrip("/") + "/"]).rstrip("/") + "/"
+
+
+def _cookie(response: web.StreamResponse, request: web.Request, name: str, value: str, max_age: int,
+            path: str | None = None) -> None:
+    response.set_cookie(name, value, max_age=max_age, path=path or _base(request), httponly=True, samesite="Strict",
                         secure=_settings(request).cookie_secure)
 
 
@@ -174,7 +178,8 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         return await login_page(request, refused.message, status=429 if refused.locked else 401)
     log.info("console login: %s (%s)", identity.name, identity.role)
     response = web.Response(status=303, headers={"Location": _base(request), **SECURITY_HEADERS})
-    _cookie(response, request, SESSION_COOKIE, token, _settings(request).session_hours * 3600)
+    _cookie(response, request, SESSION_COOKIE, token, _settings(request).session_hours * 3600,
+            session_cookie_path(request.app[keys.SETTINGS]))
     response.del_cookie(LOGIN_COOKIE, path=_base(request))
     return response
 
@@ -183,7 +188,7 @@ async def logout(request: web.Request, identity: Identity) -> web.StreamResponse
     async with request.app[keys.SESSIONS]() as session, session.begin():
         await auth.logout(session, request.cookies.get(SESSION_COOKIE, ""))
     response = _json({"ok": True})
-    response.del_cookie(SESSION_COOKIE, path=_base(request))
+    response.del_cookie(SESSION_COOKIE, path=session_cookie_path(request.app[keys.SETTINGS]))
     return response
 
 

@@ -76,7 +76,8 @@ async def test_page_is_served(aiohttp_client, example_settings, backend_url):
     response = await client.get("/simulator")
     assert response.status == 200 and response.url.path == "/simulator/"
     page = await response.text()
-    assert "Siyu 模拟器" in page and "api/messages" in page
+    assert "Siyu 模拟器" in page and 'src="simulator.js"' in page
+    assert "api/messages" in await (await client.get("/simulator/simulator.js")).text()
 
 
 def test_terminal_chat_talks_through_the_same_pipeline(backend_url, tmp_path):

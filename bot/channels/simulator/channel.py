@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.app.http_body import read_limited
+from bot.app.http_security import SECURITY_HEADERS
 from bot.app.metrics import Metrics
 from bot.channels.base import Capabilities, DeliveryResult, OutboundMessage
 from bot.clock import Clock, SystemClock
@@ -116,12 +117,16 @@ class SimulatorChannel:
         return web.json_response(
             {"messages": [{"id": i, "text": t, "source": (p or {}).get("source")} for i, t, p in rows],
              "last_id": last_id},
-            dumps=lambda value: json.dumps(value, ensure_ascii=False),
+            dumps=lambda value: json.dumps(value, ensure_ascii=False), headers=SECURITY_HEADERS,
         )
 
     async def page(self, request: web.Request) -> web.Response:
         html = resources.files("bot").joinpath("static/simulator.html").read_text(encoding="utf-8")
-        return web.Response(text=html, content_type="text/html")
+        return web.Response(text=html, content_type="text/html", headers=SECURITY_HEADERS)
+
+    async def script(self, request: web.Request) -> web.Response:
+        code = resources.files("bot").joinpath("static/simulator.js").read_text(encoding="utf-8")
+        return web.Response(text=code, content_type="application/javascript", headers=SECURITY_HEADERS)
 
     async def post_message(self, request: web.Request) -> web.Response:
         raw = await read_limited(request, MAX_BODY)
@@ -135,10 +140,10 @@ class SimulatorChannel:
         outcome = await self._pipeline.handle(inbound)
         return web.json_response(
             {"replies": [reply.text for reply in outcome.replies], "duplicate": outcome.duplicate},
-            dumps=lambda value: json.dumps(value, ensure_ascii=False),
+            dumps=lambda value: json.dumps(value, ensure_ascii=False), headers=SECURITY_HEADERS,
         )
 
 
 def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status,
+    return web.json_response({"error": message}, status=status, headers=SECURITY_HEADERS,
                              dumps=lambda value: json.dumps(value, ensure_ascii=False))

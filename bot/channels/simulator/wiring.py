@@ -1,11 +1,15 @@
-"""How the simulator joins the app: the web chat's routes, and a sender that keeps pushes stored."""
+"""How the simulator joins the app: the web chat's routes (each behind `access.refusal`), and a
+sender that keeps pushes stored."""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from bot.app import keys
 from bot.channels.base import Sender
+from bot.channels.simulator.access import refusal
 from bot.channels.simulator.channel import CHANNEL, SimulatorChannel, SimulatorSender
 from bot.config.settings import Settings
 from bot.outbox.outbox import Outbox
@@ -22,10 +26,11 @@ class SimulatorWiring:
         sim = settings.channels.simulator
         if sim.enabled:
             base = sim.path.rstrip("/")
-            app.router.add_get(base + "/", _page)
+            app.router.add_get(base + "/", _guarded(_page))
+            app.router.add_get(base + "/simulator.js", _guarded(_script))
             app.router.add_get(base, _redirect)
-            app.router.add_post(base + "/api/messages", _post)
-            app.router.add_get(base + "/api/messages", _messages)
+            app.router.add_post(base + "/api/messages", _guarded(_post))
+            app.router.add_get(base + "/api/messages", _guarded(_messages))
 
     def sender(self, app: web.Application, settings: Settings) -> Sender | None:
         # Always: simulated customers (`siyu chat`, the web chat) get staff replies and touches.
@@ -39,8 +44,23 @@ class SimulatorWiring:
 WIRING = SimulatorWiring()
 
 
+Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _guarded(route: Route) -> Route:
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        refused = await refusal(request)
+        return refused if refused is not None else await route(request)
+
+    return guarded
+
+
 async def _page(request: web.Request) -> web.StreamResponse:
     return await request.app[SIMULATOR].page(request)
+
+
+async def _script(request: web.Request) -> web.StreamResponse:
+    return await request.app[SIMULATOR].script(request)
 
 
 async def _post(request: web.Request) -> web.StreamResponse:
