@@ -1,8 +1,9 @@
 """Business events from the brand's systems (orders, carts, points, profiles, store visits).
 
 One event is applied in one transaction: idempotent by its id, the customer matched by openid,
-unionid or phone (an unknown openid creates the customer), its effects on orders, points and
-the lifecycle, then the flow engine's reaction. A bad event is reported and never stops the
+unionid or phone among the customers of real channels only (never a simulator's made-up users;
+an unknown openid creates the customer), its effects on orders, points and the lifecycle, then
+the flow engine's reaction. A bad event is reported and never stops the
 others. Both `POST /api/v1/events` and `siyu import` come through `ingest`.
 """
 
@@ -25,7 +26,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from sqlalchemy import case, select
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -33,7 +34,7 @@ from flows import lifecycle, points
 from flows.lifecycle_settings import LifecycleSettings, PointsSettings
 from flows.reactions import NoReactions, Reactions
 from flows.timezones import ZoneName
-from storage.conversations import log_event, new_customer
+from storage.conversations import lock_customer_by_identity, log_event, new_customer
 from storage.db import is_retryable
 from storage.models import BusinessEvent, Customer, Order
 from storage.privacy import mask
@@ -45,6 +46,7 @@ EVENT_TYPES = ("order_paid", "order_delivered", "order_refunded", "cart_abandone
 EventType = Literal["order_paid", "order_delivered", "order_refunded", "cart_abandoned",
                     "points_changed", "profile_updated", "store_visit"]
 NEW_CUSTOMER_CHANNEL = "wechat_mp"
+SIMULATED_CHANNELS = frozenset({"simulator"})
 _ATTEMPTS = 3
 
 
@@ -197,6 +199,9 @@ class EventContext:
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
     points: PointsSettings = field(default_factory=PointsSettings)
     reactions: Reactions = field(default_factory=NoReactions)
+    # Channels whose users are made up (a simulator's are whatever anyone types): events never
+    # name their customers. The app passes the channels that declare themselves simulated.
+    simulated_channels: frozenset[str] = SIMULATED_CHANNELS
 
 
 @dataclass(frozen=True)
@@ -270,16 +275,13 @@ async def apply_event(session: AsyncSession, parsed: ParsedEvent, now: datetime,
 
 async def match_customer(session: AsyncSession, ref: CustomerRef, now: datetime,
                          context: EventContext) -> Customer:
-    """openid (an Official Account customer first), then unionid, then phone; locked for update."""
-    prefer_mp = case((Customer.channel == NEW_CUSTOMER_CHANNEL, 0), else_=1)
-    for column, value in ((Customer.external_id, ref.openid), (Customer.unionid, ref.unionid),
-                          (Customer.phone, ref.phone)):
+    """openid (an Official Account customer first), then unionid, then phone, among the customers
+    of real channels only (never of `context.simulated_channels`); locked for update."""
+    for identity, value in (("openid", ref.openid), ("unionid", ref.unionid), ("phone", ref.phone)):
         if not value:
             continue
-        customer = (await session.execute(
-            select(Customer).where(column == value).order_by(prefer_mp, Customer.id).limit(1)
-            .with_for_update()
-        )).scalar_one_or_none()
+        customer = await lock_customer_by_identity(session, identity, value, prefer=NEW_CUSTOMER_CHANNEL,
+                                                   excluding=context.simulated_channels)
         if customer is not None:
             customer.unionid = customer.unionid or ref.unionid
             customer.phone = customer.phone or ref.phone

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, insert, or_, select
+from sqlalchemy import Table, and_, bindparam, case, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import OPEN_RUN_STATUSES, Conversation, Customer, Event, FlowRun, Message
@@ -191,6 +191,20 @@ _insert_returning_place = insert(_messages_table).returning(
     _messages_table.c.id, _messages_table.c.conversation_id, _messages_table.c.seq)
 _MESSAGE_COLUMNS = ("id", "conversation_id", "customer_id", "seq", "channel", "direction", "kind", "text",
                     "platform_msg_id", "reply_to_id", "delivery", "intent", "payload", "created_at")
+
+
+async def lock_customer_by_identity(session: AsyncSession, identity: str, value: str, *, prefer: str,
+                                    excluding: Collection[str]) -> Customer | None:
+    """The customer whose `identity` ("openid" — their id on their channel —, "unionid" or
+    "phone") is `value`, `prefer`'s channel first, locked for update. Customers of the channels
+    `excluding` names (a simulator's made-up users) are never found."""
+    column = {"openid": Customer.external_id, "unionid": Customer.unionid, "phone": Customer.phone}[identity]
+    first = case((Customer.channel == prefer, 0), else_=1)
+    query = select(Customer).where(column == value)
+    if excluding:
+        query = query.where(Customer.channel.not_in(sorted(excluding)))
+    return (await session.execute(query.order_by(first, Customer.id).limit(1).with_for_update())
+            ).scalar_one_or_none()
 
 
 def new_customer(channel: str, external_id: str, now: datetime, **fields: Any) -> Customer:

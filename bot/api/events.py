@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.app import keys
+from bot.app.channels import simulated_channels
 from bot.app.http_body import MAX_BODY_BYTES, read_limited
 from bot.config.secrets import MIN_API_TOKEN, api_enabled
 from flows.business_events import EventContext, ingest
@@ -59,7 +60,8 @@ async def post_events(request: web.Request) -> web.Response:
     if len(items) > MAX_EVENTS:
         return _error(413, f"at most {MAX_EVENTS} events per request, got {len(items)}")
     context = EventContext(lifecycle=settings.lifecycle, points=settings.points,
-                           reactions=request.app.get(EVENT_REACTIONS) or NoReactions())
+                           reactions=request.app.get(EVENT_REACTIONS) or NoReactions(),
+                           simulated_channels=simulated_channels())
     results = await ingest(request.app[keys.SESSIONS], enumerate(items), request.app[keys.CLOCK].now(),
                            context)
     counts = {status: sum(r.status == status for r in results) for status in ("applied", "duplicate", "error")}

@@ -40,6 +40,12 @@ CHANNELS: tuple[ChannelWiring, ...] = (
 )
 
 
+def simulated_channels() -> frozenset[str]:
+    """The channels whose users are made up by whoever types into them (a wiring says
+    `simulated = True`): business events never name their customers."""
+    return frozenset(channel.name for channel in CHANNELS if getattr(channel, "simulated", False))
+
+
 def push_windows() -> dict[str, PushWindow]:
     """Each channel's declared window rules, for the stage that opens windows on inbound actions."""
     return {channel.name: channel.push_window for channel in CHANNELS if channel.push_window is not None}

@@ -176,10 +176,12 @@ async def import_file(path: Path, fmt: str, settings: Settings, *, progress: int
         sessions = make_sessionmaker(engine)
         if context is None:
             # Imported orders and carts start and end flows exactly as the API's do.
+            from bot.app.channels import simulated_channels
             from bot.app.services import start_flow_engine
 
             flows = await start_flow_engine(settings, sessions, SystemClock())
-            context = EventContext(lifecycle=settings.lifecycle, points=settings.points, reactions=flows)
+            context = EventContext(lifecycle=settings.lifecycle, points=settings.points, reactions=flows,
+                                   simulated_channels=simulated_channels())
         clock = SystemClock()
         tally = ImportTally()
         started = time.monotonic()

@@ -128,7 +128,7 @@ async def test_customers_are_matched_by_openid_unionid_or_phone(aiohttp_client, 
         paid("e1", "A1", openid="o-shared"),                    # the Official Account customer wins
         paid("e2", "A2", openid=None, unionid="u-1"),
         paid("e3", "A3", openid=None, phone="13800138000"),
-        paid("e4", "A4", openid="amy"),                         # any channel will do
+        paid("e4", "A4", openid="amy"),                         # never a simulator user: created
         paid("e5", "A5", openid="o-new", phone="13900139000"),   # created
         paid("e6", "A6", openid=None, phone="13700000000"),      # nobody: an error
     ])
@@ -136,10 +136,12 @@ async def test_customers_are_matched_by_openid_unionid_or_phone(aiohttp_client, 
     assert body["results"][5]["error"] == ("item 5: customer.phone: no customer has this phone; "
                                            "give an openid to create one")
     owners = {o.order_id: o.customer_id for o in await rows(backend_url, Order)}
-    assert owners["A1"] == mp and owners["A2"] == mp and owners["A3"] == kf and owners["A4"] == only_sim
+    assert owners["A1"] == mp and owners["A2"] == mp and owners["A3"] == kf and owners["A4"] != only_sim
     created = await customer_row(backend_url, "o-new")
     assert (created.channel, created.phone, created.stage) == ("wechat_mp", "13900139000", "purchase")
     assert owners["A5"] == created.id and sim not in owners.values()
+    assert {c.channel for c in await rows(backend_url, Customer, Customer.external_id == "amy")} == {
+        "simulator", "wechat_mp"}
 
 
 async def test_order_lifecycle_paid_delivered_refunded(aiohttp_client, example_settings, backend_url):
@@ -221,3 +223,22 @@ async def test_points_profile_cart_and_store_visits(aiohttp_client, example_sett
     assert stored["c1"].data == {"items": [{"sku": "TEE-01", "qty": 2}], "amount": "398.00"}
     assert json.dumps(stored["p1"].data, ensure_ascii=False) == '{"delta": 50, "reason": "签到奖励"}'
     assert (await rows(sqlite_url, Customer))[0].stage == "interest"
+
+
+async def test_an_event_never_lands_on_a_simulator_customer(aiohttp_client, example_settings, backend_url):
+    client, _ = await start(aiohttp_client, example_settings, backend_url)
+    # Someone types into the simulator as the openid a real order will name.
+    response = await client.post("/simulator/api/messages", json={"user": "o-victim", "text": "你好"})
+    assert response.status == 200
+    status, body = await post(client, paid("e-sim", "A-SIM", openid="o-victim"))
+    assert status == 200 and body["applied"] == 1, body
+    customers = {c.channel: c for c in await rows(backend_url, Customer, Customer.external_id == "o-victim")}
+    assert set(customers) == {"simulator", "wechat_mp"}
+    assert (customers["simulator"].orders_count, customers["simulator"].points_balance) == (0, 0)
+    assert customers["wechat_mp"].orders_count == 1 and customers["wechat_mp"].points_balance > 0
+    [order] = await rows(backend_url, Order)
+    assert order.customer_id == customers["wechat_mp"].id
+    # Nor by phone: the simulator user's phone, had it one, names nobody.
+    status, body = await post(client, event("e-phone", "points_changed", {"delta": 5}, openid=None,
+                                            phone="13800138000"))
+    assert body["error"] == 1 and "no customer has this phone" in body["results"][0]["error"]

@@ -21,6 +21,7 @@ SIMULATOR = web.AppKey("simulator", SimulatorChannel)
 class SimulatorWiring:
     name = CHANNEL
     push_window = None
+    simulated = True  # its users are whatever anyone types: business events never name them
 
     def add_routes(self, app: web.Application, settings: Settings) -> None:
         sim = settings.channels.simulator
