@@ -28,6 +28,7 @@ from flows.conditions import Condition
 from flows.definitions import Flow, Step
 from flows.durations import parse_duration
 from flows.lifecycle_settings import PointsSettings
+from flows.pacing import Pacer
 from flows.turn import Next, Turn
 from flows.variables import FlowVariables
 from handlers.messages import EventKind, InboundKind, Reply
@@ -178,7 +179,9 @@ class FlowEngine:
         async with self._sessions() as session:
             ids = await store.due_run_ids(session, now, batch)
         advanced = 0
+        pacer = Pacer()
         for run_id in ids:
+            await pacer.pause()
             async with self._sessions() as session, session.begin():
                 locked = await store.lock_run(session, run_id)
                 if locked is None:
@@ -236,6 +239,7 @@ class FlowEngine:
 
     async def _start_for_everyone(self, flow: Flow, trigger: str, now: datetime, batch: int) -> int:
         started, after = 0, 0
+        pacer = Pacer()
         while True:
             async with self._sessions() as session:
                 ids = list((await session.execute(
@@ -244,6 +248,7 @@ class FlowEngine:
             if not ids:
                 return started
             for customer_id in ids:
+                await pacer.pause()
                 async with self._sessions() as session, session.begin():
                     customer = (await session.execute(
                         select(Customer).where(Customer.id == customer_id).with_for_update())).scalar_one()

@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from flows.lifecycle_settings import LifecycleSettings
+from flows.pacing import Pacer
 from flows.reactions import NoReactions, Reactions
 from flows.stages import LifecycleStageName
 from flows.turn import Next, Turn
@@ -232,8 +233,8 @@ SCAN_SPAN = 10_000  # ids one candidate query looks at: its cost never grows wit
 # A transaction that also starts flows (one customer at a time) is sized so that the reactions
 # take about this long, so the database (SQLite's one connection) is free for customers' messages
 # between batches. The set-based move itself is a few statements whatever the batch size.
-REACTION_BATCH_SECONDS = 0.25
-FIRST_REACTION_BATCH = 50
+REACTION_BATCH_SECONDS = 0.02
+FIRST_REACTION_BATCH = 10
 PROGRESS_LOG_SECONDS = 10.0
 BATCH_ATTEMPTS = 3
 
@@ -281,6 +282,7 @@ async def _move_matching(sessions: async_sessionmaker[AsyncSession], condition: 
     alone. Between batches the event loop runs other work.
     """
     moved_total = 0
+    pacer = Pacer()
     while after < highest:
         upper = min(after + SCAN_SPAN, highest)
         window = and_(Customer.id > after, Customer.id <= upper)
@@ -300,7 +302,7 @@ async def _move_matching(sessions: async_sessionmaker[AsyncSession], condition: 
         moved_total += len(previous)
         size.took(len(previous), reacting)
         progress.batch_done(after, len(previous))
-        await asyncio.sleep(0)  # let customers' messages have the database between batches
+        await pacer.pause()  # customers' messages have the loop and the database between batches
     return moved_total
 
 

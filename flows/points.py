@@ -20,6 +20,7 @@ from sqlalchemy import Row, Table, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from flows.lifecycle_settings import PointsSettings
+from flows.pacing import Pacer
 from flows.timezones import zone_or_default
 from storage.models import Customer, PointsEntry, UTCDateTime
 
@@ -130,6 +131,7 @@ async def expire_points(sessions: async_sessionmaker[AsyncSession], now: datetim
     after = lowest - 1
     loop = asyncio.get_running_loop()
     logged = loop.time()
+    pacer = Pacer()
     while after < highest:
         upper = min(after + SCAN_SPAN, highest)
         async with sessions() as session, session.begin():
@@ -146,7 +148,7 @@ async def expire_points(sessions: async_sessionmaker[AsyncSession], now: datetim
         if loop.time() - logged >= PROGRESS_LOG_SECONDS:
             logged = loop.time()
             log.info("points expiry: at ledger id %d of %d, %s so far", after, highest, totals)
-        await asyncio.sleep(0)  # let customers' messages have the database between batches
+        await pacer.pause()  # customers' messages have the loop and the database between batches
     if totals["entries"]:
         log.info("points expiry: %s", totals)
     return totals
