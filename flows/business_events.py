@@ -13,9 +13,9 @@ import logging
 import re
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -34,8 +34,9 @@ from flows import lifecycle, points
 from flows.lifecycle_settings import LifecycleSettings, PointsSettings
 from flows.reactions import NoReactions, Reactions
 from flows.timezones import ZoneName
+from handlers.untrusted import BadInput, check_json
 from storage.conversations import lock_customer_by_identity, log_event, new_customer
-from storage.db import is_retryable
+from storage.db import is_retryable, storage_unavailable
 from storage.models import BusinessEvent, Customer, Order
 from storage.privacy import mask
 
@@ -48,6 +49,14 @@ EventType = Literal["order_paid", "order_delivered", "order_refunded", "cart_aba
 NEW_CUSTOMER_CHANNEL = "wechat_mp"
 SIMULATED_CHANNELS = frozenset({"simulator"})
 _ATTEMPTS = 3
+# When an event may have happened: every date computed from it (expiry, overdue purchases)
+# stays representable, and a typo such as year 1 or 9999 is refused instead of stored.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+# One points change: a 32-bit ledger entry (see flows.points.MAX_BALANCE for the balance).
+MAX_POINTS_DELTA = 10**9
+# customers.lifetime_spend is NUMERIC(12, 2).
+MAX_LIFETIME_SPEND = Decimal("9999999999.99")
 
 
 class EventError(ValueError):
@@ -84,6 +93,13 @@ class EventIn(BaseModel):
     customer: CustomerRef
     data: dict[str, Any] = {}
 
+    @field_validator("occurred_at")
+    @classmethod
+    def _plausible(cls, when: datetime) -> datetime:
+        if not EARLIEST <= when < LATEST:
+            raise ValueError(f"must be between {EARLIEST.year} and {LATEST.year - 1}")
+        return when
+
 
 class _Data(BaseModel):
     model_config = ConfigDict(extra="allow")  # the brand's extra fields travel to the flow engine
@@ -91,7 +107,7 @@ class _Data(BaseModel):
 
 class Item(_Data):
     sku: str = Field(min_length=1, max_length=64)
-    qty: int = Field(1, ge=1)
+    qty: int = Field(1, ge=1, le=1_000_000)
 
 
 Money = Field(ge=0, max_digits=12, decimal_places=2)
@@ -118,7 +134,7 @@ class CartAbandoned(_Data):
 
 
 class PointsChanged(_Data):
-    delta: int
+    delta: int = Field(ge=-MAX_POINTS_DELTA, le=MAX_POINTS_DELTA)
     reason: str = Field("积分变动", max_length=255)
 
     @field_validator("delta")
@@ -129,15 +145,17 @@ class PointsChanged(_Data):
         return delta
 
 
+Tag = Annotated[str, Field(min_length=1, max_length=64)]
+MAX_TAGS = 100
 _PHONE = re.compile(r"^\+?[0-9][0-9 -]{4,30}$")
 
 
 class ProfileUpdated(_Data):
     nickname: str | None = Field(None, max_length=128)
     phone: str | None = Field(None, max_length=32)
-    tags: list[str] | None = None  # replaces the customer's tags
-    add_tags: list[str] = []
-    remove_tags: list[str] = []
+    tags: list[Tag] | None = Field(None, max_length=MAX_TAGS)  # replaces the customer's tags
+    add_tags: list[Tag] = Field([], max_length=MAX_TAGS)
+    remove_tags: list[Tag] = Field([], max_length=MAX_TAGS)
     attributes: dict[str, Any] | None = None  # merged; a null value removes the attribute
     timezone: ZoneName | None = None
 
@@ -169,6 +187,10 @@ def parse_event(raw: Any) -> ParsedEvent:
     """Validate one event; EventError names the first bad field."""
     if not isinstance(raw, dict):
         raise EventError("event", "expected a JSON object")
+    try:
+        check_json(raw)  # text every database stores, 64-bit numbers, bounded nesting
+    except BadInput as error:
+        raise EventError(error.where or "event", error.message) from None
     try:
         event = EventIn.model_validate(raw)
     except ValidationError as error:
@@ -253,6 +275,14 @@ async def ingest_one(sessions: async_sessionmaker[AsyncSession], row: int, raw: 
         raise AssertionError("unreachable")
     except EventError as error:
         return RowResult(row, event_id, "error", f"{row_label} {row}: {error}")
+    except Exception as error:
+        # Its transaction is rolled back and the others go on; only storage being unavailable
+        # (every event would fail the same way) ends the whole request.
+        if storage_unavailable(error):
+            raise
+        log.exception("business event %s (%s %d) could not be applied", mask(event_id or "?"), row_label, row)
+        return RowResult(row, event_id, "error",
+                         f"{row_label} {row}: could not be stored ({type(error).__name__}); nothing of it was applied")
 
 
 async def apply_event(session: AsyncSession, parsed: ParsedEvent, now: datetime,
@@ -320,6 +350,8 @@ async def _order_paid(session: AsyncSession, customer: Customer, event: EventIn,
     if (await session.execute(select(Order.id).where(Order.order_id == data.order_id))).first():
         raise EventError("data.order_id", f"order {data.order_id} was already paid by another event")
     paid_at = event.occurred_at
+    if (customer.lifetime_spend or Decimal(0)) + data.amount > MAX_LIFETIME_SPEND:
+        raise EventError("data.amount", f"the customer's lifetime spend would exceed {MAX_LIFETIME_SPEND}")
     session.add(Order(order_id=data.order_id, customer_id=customer.id, status="paid", amount=data.amount,
                       items=[item.model_dump(mode="json") for item in data.items], paid_at=paid_at))
     customer.orders_count = (customer.orders_count or 0) + 1
@@ -331,8 +363,11 @@ async def _order_paid(session: AsyncSession, customer: Customer, event: EventIn,
     customer.purchase_overdue_at = lifecycle.purchase_overdue_at(customer, context.lifecycle)
     earned = points.points_for_amount(data.amount, context.points)
     if earned:
-        points.earn(session, customer, earned, f"订单 {data.order_id} 消费积分", paid_at, context.points,
-                    source_event_id=event.id)
+        try:
+            points.earn(session, customer, earned, f"订单 {data.order_id} 消费积分", paid_at, context.points,
+                        source_event_id=event.id)
+        except points.BalanceLimit as error:
+            raise EventError("data.amount", str(error)) from None
     await lifecycle.evaluate_after_order(session, customer, f"order_paid {data.order_id}", now,
                                          context.lifecycle, context.reactions)
 
@@ -381,8 +416,11 @@ async def _cart_abandoned(session: AsyncSession, customer: Customer, event: Even
 async def _points_changed(session: AsyncSession, customer: Customer, event: EventIn,
                           data: PointsChanged, now: datetime, context: EventContext) -> None:
     if data.delta > 0:
-        points.earn(session, customer, data.delta, data.reason, event.occurred_at, context.points,
-                    source_event_id=event.id)
+        try:
+            points.earn(session, customer, data.delta, data.reason, event.occurred_at, context.points,
+                        source_event_id=event.id)
+        except points.BalanceLimit as error:
+            raise EventError("data.delta", str(error)) from None
         return
     try:
         await points.spend(session, customer, -data.delta, data.reason, now, source_event_id=event.id)

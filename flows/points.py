@@ -31,6 +31,15 @@ SCAN_SPAN = 10_000  # ledger ids one candidate query looks at: its cost never gr
 PROGRESS_LOG_SECONDS = 10.0
 
 
+# customers.points_balance and the ledger's delta are 32-bit integers on every database.
+MAX_BALANCE = 2**31 - 1
+
+
+class BalanceLimit(ValueError):
+    def __init__(self, balance: int, points: int):
+        super().__init__(f"the balance {balance} plus {points} would exceed {MAX_BALANCE} points")
+
+
 class InsufficientPoints(ValueError):
     def __init__(self, available: int, wanted: int):
         super().__init__(f"only {available} points available, {wanted} wanted")
@@ -65,6 +74,8 @@ def earn(session: AsyncSession, customer: Customer, points: int, reason: str, wh
     """Credit points that expire `validity_days` after `when`."""
     if points <= 0:
         raise ValueError("points to earn must be positive")
+    if (customer.points_balance or 0) + points > MAX_BALANCE:
+        raise BalanceLimit(customer.points_balance or 0, points)
     entry = PointsEntry(customer_id=customer.id, kind=kind, delta=points, remaining=points,
                         reason=reason, expires_at=when + timedelta(days=settings.validity_days),
                         occurred_at=when, source_event_id=source_event_id)

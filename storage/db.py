@@ -7,7 +7,8 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -135,6 +136,25 @@ def is_retryable(error: BaseException) -> bool:
     code = getattr(orig, "args", (None,))[0] if getattr(orig, "args", None) else None
     sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     return code in _RETRYABLE_MYSQL or sqlstate in _RETRYABLE_SQLSTATE
+
+
+# SQLSTATE classes of a database that cannot take writes now, whatever was asked: connection
+# exceptions, insufficient resources (disk full, out of memory), operator intervention (shut
+# down), system errors.
+_UNAVAILABLE_SQLSTATE_CLASSES = {"08", "53", "57", "58"}
+
+
+def storage_unavailable(error: BaseException) -> bool:
+    """The database cannot be reached or cannot write now (down, disk full, locked past the
+    busy timeout), as opposed to refusing one request's values: every request would fail alike."""
+    if isinstance(error, OperationalError | InterfaceError | PoolTimeout | OSError):
+        return True
+    if isinstance(error, DBAPIError):
+        if error.connection_invalidated:
+            return True
+        sqlstate = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+        return isinstance(sqlstate, str) and sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
+    return False
 
 
 async def database_reachable(engine: AsyncEngine) -> bool:

@@ -7,7 +7,6 @@ Bearer-token authenticated; answers per event, so one bad event never loses the 
 from __future__ import annotations
 
 import hmac
-import json
 from typing import Any
 
 from aiohttp import web
@@ -18,6 +17,7 @@ from bot.app.http_body import MAX_BODY_BYTES, read_limited
 from bot.config.secrets import MIN_API_TOKEN, api_enabled
 from flows.business_events import EventContext, ingest
 from flows.reactions import NoReactions, Reactions
+from handlers.untrusted import BadInput, parse_json
 
 EVENTS_PATH = "/api/v1/events"
 MAX_EVENTS = 1000
@@ -37,7 +37,7 @@ def _error(status: int, message: str, **headers: str) -> web.Response:
 def _authorized(request: web.Request, token: str) -> bool:
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(
-        given.strip().encode(), token.encode())
+        given.strip().encode("utf-8", "surrogateescape"), token.encode())
 
 
 async def post_events(request: web.Request) -> web.Response:
@@ -51,8 +51,9 @@ async def post_events(request: web.Request) -> web.Response:
     if body is None:
         return _error(413, f"body is larger than {MAX_BODY_BYTES} bytes")
     try:
-        payload: Any = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as error:
+        # Each event's values are checked with the event, so one bad event is refused alone.
+        payload: Any = parse_json(body, check=False)
+    except BadInput as error:
         return _error(400, f"body is not JSON: {error}")
     items = payload if isinstance(payload, list) else [payload] if isinstance(payload, dict) else None
     if items is None:
@@ -65,4 +66,7 @@ async def post_events(request: web.Request) -> web.Response:
     results = await ingest(request.app[keys.SESSIONS], enumerate(items), request.app[keys.CLOCK].now(),
                            context)
     counts = {status: sum(r.status == status for r in results) for status in ("applied", "duplicate", "error")}
-    return web.json_response({"results": [r.as_json() for r in results], **counts})
+    # One event sent alone that is refused: 422 with the same body. A batch answers 200, its
+    # results saying which were refused.
+    status = 422 if isinstance(payload, dict) and counts["error"] else 200
+    return web.json_response({"results": [r.as_json() for r in results], **counts}, status=status)

@@ -22,11 +22,11 @@ class CryptoError(ValueError):
 
 def sign(*parts: str) -> str:
     """sha1 of the sorted, concatenated parts: WeChat's `signature` and `msg_signature`."""
-    return hashlib.sha1("".join(sorted(parts)).encode()).hexdigest()
+    return hashlib.sha1("".join(sorted(parts)).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def signature_matches(given: str, *parts: str) -> bool:
-    return hmac.compare_digest(sign(*parts).encode(), given.encode())
+    return hmac.compare_digest(sign(*parts).encode(), given.encode("utf-8", "surrogateescape"))
 
 
 class MessageCrypto:

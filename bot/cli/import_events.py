@@ -89,7 +89,7 @@ def _jsonl_rows(handle: TextIO) -> Iterator[tuple[int, Any]]:
             continue
         try:
             yield number, json.loads(line)
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:  # RecursionError: nested too deeply
             yield number, f"not JSON: {error}"
 
 
@@ -111,7 +111,7 @@ def _csv_event(record: dict[str, Any]) -> Any:
     if record.get("data"):
         try:
             data = json.loads(record["data"])
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:
             return f"data: not a JSON object: {error}"
         if not isinstance(data, dict):
             return "data: not a JSON object"
@@ -121,7 +121,7 @@ def _csv_event(record: dict[str, Any]) -> Any:
         if isinstance(value, str) and value[:1] in "[{":
             try:
                 value = json.loads(value)
-            except ValueError:
+            except (ValueError, RecursionError):
                 pass
         data[name] = value
     customer = {key: record.get(key) or None for key in ("openid", "unionid", "phone")}

@@ -89,7 +89,8 @@ async def _verify(password_hash: str, password: str) -> bool:
 
 
 def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    # surrogateescape: a header's bytes that are not UTF-8 arrive escaped, and must hash, not raise.
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 async def add_staff(session: AsyncSession, name: str, role: str, password: str, now: datetime) -> StaffAccount:
@@ -167,4 +168,5 @@ async def logout(session: AsyncSession, token: str) -> None:
 
 
 def csrf_matches(expected: str, given: str | None) -> bool:
-    return bool(given) and secrets.compare_digest(expected.encode(), (given or "").encode())
+    return bool(given) and secrets.compare_digest(expected.encode(),
+                                                  (given or "").encode("utf-8", "surrogateescape"))

@@ -30,6 +30,7 @@ from bot.console.settings import StaffSettings
 from bot.outbox.outbox import Push
 from flows import handoff
 from flows.handoff import State, TransitionError
+from handlers.untrusted import BadInput, id_in_range, parse_json, text_problem
 from storage.models import Conversation, Customer, Message
 from storage.outgoing import Outgoing, append_outgoing
 from storage.privacy import mask
@@ -40,6 +41,7 @@ CONSOLE_HUB = web.AppKey("console_hub", ConsoleHub)
 SESSION_COOKIE = "siyu_console"
 LOGIN_COOKIE = "siyu_console_login"
 MAX_REPLY = 2000
+MAX_LOGIN_FIELD = 1024  # no account has a longer name (64) or password; hashing one only costs time
 # A live stream re-checks the database this often, to see other processes' changes.
 POLL_SECONDS = 2.0
 HEARTBEAT_SECONDS = 15.0
@@ -63,11 +65,11 @@ def add_console_routes(app: web.Application, settings: StaffSettings) -> None:
     r.add_get(base + "/api/events", requires(Role.STAFF)(events))
     r.add_get(base + "/api/canned", requires(Role.STAFF)(canned))
     r.add_get(base + "/api/conversations", requires(Role.OPERATOR)(all_conversations))
-    r.add_get(base + "/api/conversations/{id:\\d+}", requires(Role.STAFF)(conversation))
-    r.add_post(base + "/api/conversations/{id:\\d+}/claim", requires(Role.STAFF)(claim))
-    r.add_post(base + "/api/conversations/{id:\\d+}/reply", requires(Role.STAFF)(reply))
-    r.add_post(base + "/api/conversations/{id:\\d+}/hand-back", requires(Role.STAFF)(hand_back))
-    r.add_post(base + "/api/conversations/{id:\\d+}/close", requires(Role.STAFF)(close))
+    r.add_get(base + "/api/conversations/{id:[0-9]+}", requires(Role.STAFF)(conversation))
+    r.add_post(base + "/api/conversations/{id:[0-9]+}/claim", requires(Role.STAFF)(claim))
+    r.add_post(base + "/api/conversations/{id:[0-9]+}/reply", requires(Role.STAFF)(reply))
+    r.add_post(base + "/api/conversations/{id:[0-9]+}/hand-back", requires(Role.STAFF)(hand_back))
+    r.add_post(base + "/api/conversations/{id:[0-9]+}/close", requires(Role.STAFF)(close))
     r.add_get(base + "/api/staff", requires(Role.ADMIN)(staff_accounts))
 
 
@@ -88,6 +90,11 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 def _error(status: int, message: str) -> web.Response:
     return _json({"error": message}, status)
+
+
+def _conversation_id(request: web.Request) -> int | None:
+    """The conversation id in the path, or None when no conversation can have it (beyond 64 bits)."""
+    return id_in_range(request.match_info["id"])
 
 
 def requires(role: Role) -> Callable[[Handler], Callable[[web.Request], Awaitable[web.StreamResponse]]]:
@@ -166,6 +173,9 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     if not auth.csrf_matches(request.cookies.get(LOGIN_COOKIE, ""), str(form.get("csrf", ""))):
         return await login_page(request, "页面已过期，请重新登录。", status=403)
     name, password = str(form.get("name", "")), str(form.get("password", ""))
+    if (len(name) > MAX_LOGIN_FIELD or len(password) > MAX_LOGIN_FIELD or text_problem(name)
+            or text_problem(password)):
+        return await login_page(request, "用户名或密码格式不正确。", status=400)
     now = request.app[keys.CLOCK].now()
     refused: auth.LoginRefused | None = None
     async with request.app[keys.SESSIONS]() as session, session.begin():
@@ -232,8 +242,11 @@ async def canned(request: web.Request, identity: Identity) -> web.StreamResponse
 
 
 async def conversation(request: web.Request, identity: Identity) -> web.StreamResponse:
+    conversation_id = _conversation_id(request)
+    if conversation_id is None:
+        return _error(404, "会话不存在")
     async with request.app[keys.SESSIONS]() as session:
-        found = await session.get(Conversation, int(request.match_info["id"]))
+        found = await session.get(Conversation, conversation_id)
         if found is None:
             return _error(404, "会话不存在")
         if not views.may_view(identity, found):
@@ -281,7 +294,9 @@ async def events(request: web.Request, identity: Identity) -> web.StreamResponse
 async def _transition(request: web.Request, identity: Identity,
                       change: Callable[..., Awaitable[Conversation]], check_view: bool = True,
                       **kwargs: Any) -> web.StreamResponse:
-    conversation_id = int(request.match_info["id"])
+    conversation_id = _conversation_id(request)
+    if conversation_id is None:
+        return _error(404, "会话不存在")
     now = request.app[keys.CLOCK].now()
     try:
         async with request.app[keys.SESSIONS]() as session, session.begin():
@@ -313,17 +328,19 @@ async def close(request: web.Request, identity: Identity) -> web.StreamResponse:
 
 async def reply(request: web.Request, identity: Identity) -> web.StreamResponse:
     """Store the staff member's message, then push it through the channel; report the outcome."""
+    conversation_id = _conversation_id(request)
+    if conversation_id is None:
+        return _error(404, "会话不存在")
     try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        return _error(400, "请求格式错误")
+        body = parse_json(await request.read())
+    except BadInput as error:
+        return _error(400, "消息包含无法保存的字符" if error.where else "请求格式错误")
     text = body.get("text") if isinstance(body, dict) else None
     if not isinstance(text, str) or not text.strip():
         return _error(400, "消息不能为空")
     if len(text) > MAX_REPLY:
         return _error(400, f"消息不能超过 {MAX_REPLY} 字")
     text = text.strip()
-    conversation_id = int(request.match_info["id"])
     now = request.app[keys.CLOCK].now()
     async with request.app[keys.SESSIONS]() as session, session.begin():
         found = await session.get(Conversation, conversation_id)

@@ -18,11 +18,14 @@ from bot.channels.base import Capabilities, DeliveryResult, OutboundMessage
 from bot.clock import Clock, SystemClock
 from bot.pipeline.pipeline import Pipeline
 from handlers.messages import EventKind, Inbound, InboundKind
+from handlers.untrusted import BadInput, id_in_range, parse_json, text_problem
 from storage.models import Customer, Message
 
 CHANNEL = "simulator"
 MAX_BODY = 16 * 1024  # one chat message: far below the default for other bodies
 MAX_TEXT = 2000
+MAX_USER = 64
+MAX_KEY = 128  # an event key becomes the customer's acquisition source (customers.source)
 _EVENTS = {"subscribe": EventKind.SUBSCRIBE, "unsubscribe": EventKind.UNSUBSCRIBE,
            "scan": EventKind.SCAN, "click": EventKind.CLICK}
 
@@ -36,8 +39,8 @@ def parse_simulated(data: Any, received_at: datetime) -> Inbound:
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object like {\"user\": \"alice\", \"text\": \"你好\"}")
     user = data.get("user")
-    if not isinstance(user, str) or not user.strip() or len(user) > 64:
-        raise BadRequest("'user' must be a non-empty string of at most 64 characters")
+    if not isinstance(user, str) or not user.strip() or len(user) > MAX_USER or text_problem(user):
+        raise BadRequest(f"'user' must be a non-empty string of at most {MAX_USER} characters")
     message_id = data.get("id")
     if message_id is not None and (not isinstance(message_id, str) or len(message_id) > 64):
         raise BadRequest("'id' must be a string of at most 64 characters")
@@ -47,8 +50,8 @@ def parse_simulated(data: Any, received_at: datetime) -> Inbound:
         if event not in _EVENTS:
             raise BadRequest(f"'event' must be one of {', '.join(sorted(_EVENTS))}")
         key = data.get("key")
-        if key is not None and not isinstance(key, str):
-            raise BadRequest("'key' must be a string")
+        if key is not None and (not isinstance(key, str) or len(key) > MAX_KEY):
+            raise BadRequest(f"'key' must be a string of at most {MAX_KEY} characters")
         return Inbound(channel=CHANNEL, user_id=user, kind=InboundKind.EVENT, received_at=received_at,
                        dedup_key=dedup, event=_EVENTS[event], event_key=key,
                        text=(key or "") if event == "click" else "", payload={"event": event, "key": key})
@@ -95,12 +98,13 @@ class SimulatorChannel:
         Without `after`, no messages but the cursor to poll from (`last_id`).
         """
         user = request.query.get("user", "")
-        if not user or len(user) > 64 or self._sessions is None:
-            return _error(400, "'user' is required")
-        try:
-            after = int(request.query["after"]) if "after" in request.query else None
-        except ValueError:
-            return _error(400, "'after' must be a message id")
+        if not user or len(user) > MAX_USER or text_problem(user) or self._sessions is None:
+            return _error(400, f"'user' is required: a name of at most {MAX_USER} characters")
+        after = None
+        if "after" in request.query:
+            after = id_in_range(request.query["after"], minimum=0)
+            if after is None:
+                return _error(400, "'after' must be a message id (a whole number below 2^63)")
         query = (select(Message.id, Message.text, Message.payload)
                  .join(Customer, Customer.id == Message.customer_id)
                  .where(Customer.channel == CHANNEL, Customer.external_id == user))
@@ -133,9 +137,11 @@ class SimulatorChannel:
         if raw is None:
             return _error(413, f"body larger than {MAX_BODY} bytes")
         try:
-            inbound = parse_simulated(json.loads(raw or b"null"), self._clock.now())
-        except (ValueError, UnicodeDecodeError) as error:
-            return _error(400, str(error) if isinstance(error, BadRequest) else f"invalid JSON: {error}")
+            inbound = parse_simulated(parse_json(raw or b"null"), self._clock.now())
+        except BadInput as error:
+            return _error(400, f"'{error.where}' {error.message}" if error.where else f"invalid JSON: {error}")
+        except BadRequest as error:
+            return _error(400, str(error))
         self._metrics.inbound.labels(CHANNEL, str(inbound.kind)).inc()
         outcome = await self._pipeline.handle(inbound)
         return web.json_response(

@@ -35,10 +35,40 @@ from bot.outbox.outbox import Answer, Outbox
 from bot.pipeline.outcome import Outcome
 from bot.pipeline.pipeline import Pipeline, PipelineOverloaded
 from handlers.messages import EventKind, Inbound, InboundKind
+from handlers.untrusted import text_problem
 
 log = logging.getLogger(__name__)
 
 SUCCESS = "success"  # stops WeChat's retries without sending anything
+# Unix seconds: WeChat sends 10 digits; more than 12 is no time at all (and no float holds 400).
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+# The longest each identifying field may be, so that what it becomes fits its column
+# (storage/models.py): FromUserName is customers.external_id (128); MsgId, or CreateTime with
+# the sender and the event, make messages.platform_msg_id (191); the EventKey of a follow or
+# scan is customers.source (128), a menu link's (VIEW) may be a long URL. WeChat's own values
+# are far shorter (an openid is 28 characters).
+FIELD_LIMITS = {"FromUserName": 128, "ToUserName": 128, "MsgId": 32, "MsgID": 32, "CreateTime": 12,
+                "MsgType": 32, "Event": 32, "EventKey": 1024}
+SOURCE_KEY_LIMIT = 128
+# wechatpy names a follow through a QR code subscribe_scan
+_SOURCE_EVENTS = {"subscribe", "subscribe_scan", "scan"}
+
+
+def field_problem(data: dict[str, Any]) -> str | None:
+    """Why a parsed callback's identifying fields cannot be taken, or None."""
+    for name, limit in FIELD_LIMITS.items():
+        value = data.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            return f"{name} is not text"
+        if len(value) > limit:
+            return f"{name} is longer than {limit} characters"
+    key = data.get("EventKey")
+    if (str(data.get("Event") or "").lower() in _SOURCE_EVENTS and isinstance(key, str)
+            and len(key) > SOURCE_KEY_LIMIT):
+        return f"EventKey of a follow or scan is longer than {SOURCE_KEY_LIMIT} characters"
+    return None
 
 _KINDS = {kind.value: kind for kind in InboundKind}
 _EVENTS = {
@@ -167,7 +197,7 @@ class WechatMpCallback:
     def _check_signature(self, request: web.Request) -> tuple[str, str]:
         query = request.query
         timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
-        if not timestamp.isdigit():
+        if not _TIMESTAMP.fullmatch(timestamp):
             raise self._reject(web.HTTPForbidden, "missing or bad timestamp")
         if abs(time.time() - int(timestamp)) > self._settings.timestamp_tolerance_seconds:
             raise self._reject(web.HTTPForbidden, "stale timestamp")
@@ -178,7 +208,10 @@ class WechatMpCallback:
     async def verify_url(self, request: web.Request) -> web.Response:
         """The console's URL check: echo `echostr` back when the signature is ours."""
         self._check_signature(request)
-        return web.Response(text=request.query.get("echostr", ""))
+        echo = request.query.get("echostr", "")
+        if len(echo) > 128 or text_problem(echo):
+            raise self._reject(web.HTTPBadRequest, "bad echostr")
+        return web.Response(text=echo)
 
     async def receive(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
@@ -192,6 +225,9 @@ class WechatMpCallback:
             raise self._reject(web.HTTPBadRequest, "malformed XML") from None
         if message is None:
             raise self._reject(web.HTTPBadRequest, "malformed XML")
+        problem = field_problem(message._data)
+        if problem is not None:
+            raise self._reject(web.HTTPBadRequest, problem)
         inbound = to_inbound(message, self._clock.now())
         if not inbound.user_id:
             raise self._reject(web.HTTPBadRequest, "malformed XML")
