@@ -251,7 +251,7 @@ async def conversation(request: web.Request, identity: Identity) -> web.StreamRe
             return _error(404, "会话不存在")
         if not views.may_view(identity, found):
             return _error(403, "该会话由其他客服接待")
-        return _json(await views.chat(session, found))
+        return _json(await views.chat(session, found, identity))
 
 
 # --- live queue -------------------------------------------------------------------------------

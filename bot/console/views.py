@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import Row, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.console.auth import Identity
@@ -98,13 +98,26 @@ async def recent(session: AsyncSession, limit: int = 100) -> list[dict[str, Any]
     return [_summary(c, cu, names, "") for c, cu in rows]
 
 
-async def chat(session: AsyncSession, conversation: Conversation) -> dict[str, Any]:
+def _visible_conversations(identity: Identity, conversation: Conversation) -> Any:
+    """The customer's conversations this person may read in the transcript: operators and admins
+    all of them; staff the one in front of them and the earlier ones they handled themselves
+    (claimed, so another staff member's conversation with the customer stays theirs)."""
+    handled = select(ConversationChange.conversation_id).where(ConversationChange.staff_id == identity.staff_id)
+    return select(Conversation.id).where(
+        Conversation.customer_id == conversation.customer_id,
+        or_(Conversation.id == conversation.id, Conversation.assigned_staff_id == identity.staff_id,
+            Conversation.id.in_(handled)))
+
+
+async def chat(session: AsyncSession, conversation: Conversation, identity: Identity) -> dict[str, Any]:
     customer = await session.get(Customer, conversation.customer_id)
     assert customer is not None
     names = await _names(session)
+    query = select(Message).where(Message.customer_id == customer.id)
+    if not identity.sees_all:
+        query = query.where(Message.conversation_id.in_(_visible_conversations(identity, conversation)))
     messages = list((await session.execute(
-        select(Message).where(Message.customer_id == customer.id)
-        .order_by(Message.id.desc()).limit(TRANSCRIPT_LIMIT)
+        query.order_by(Message.id.desc()).limit(TRANSCRIPT_LIMIT)
     )).scalars())[::-1]
     changes = list((await session.execute(
         select(ConversationChange).where(ConversationChange.conversation_id == conversation.id)
