@@ -16,6 +16,7 @@ from bot.app import keys
 from bot.app.background import BackgroundTasks
 from bot.app.channels import CHANNELS
 from bot.app.http_body import MAX_BODY_BYTES
+from bot.app.http_headers import set_response_headers
 from bot.app.metrics import Metrics, watch_loop_lag
 from bot.app.services import build_services
 from bot.app.sweepers import SweeperWork, running_sweepers
@@ -40,6 +41,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app[keys.CLOCK] = clock or SystemClock()
     app[keys.METRICS] = Metrics()
     app[keys.TASKS] = BackgroundTasks()
+    app.on_response_prepare.append(set_response_headers)
     app.cleanup_ctx.extend([_storage, _http_client, _message_path, _sweepers, _start_up_heap_frozen,
                            _loop_lag_probe])
 
@@ -121,8 +123,15 @@ async def _loop_lag_probe(app: web.Application) -> AsyncIterator[None]:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    ok = await database_reachable(request.app[keys.ENGINE])
-    return web.json_response({"status": "ok" if ok else "degraded", "database": ok}, status=200 if ok else 503)
+    """200 when the database answers and the latest message could be stored; else 503, saying which."""
+    reachable = await database_reachable(request.app[keys.ENGINE])
+    saves = request.app[keys.PIPELINE].saves
+    ok = reachable and not saves.failing
+    body: dict[str, object] = {"status": "ok" if ok else "degraded", "database": reachable,
+                               "writes": not saves.failing}
+    if saves.failing:
+        body["write_error"] = saves.last_error
+    return web.json_response(body, status=200 if ok else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -33,6 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=getattr(args, "log_level", "INFO"), format=LOG_FORMAT)
     for handler in logging.getLogger().handlers:
         handler.setFormatter(RedactingFormatter(LOG_FORMAT))
+    from bot.app.log_limits import limit_repeated_errors
+
+    limit_repeated_errors()  # an outage's errors: one traceback, then a count now and then
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     # A line per sweeper run every few seconds drowns what matters; failures still log.
     logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
@@ -204,10 +207,33 @@ def _db_upgrade(args: argparse.Namespace) -> int:
             url = load_settings(path).storage.url
         else:
             url = os.environ.get("SIYU_DATABASE_URL") or Settings().storage.url
+    problem = _sqlite_directory_problem(url)
+    if problem:
+        print(f"siyu db upgrade: {problem}", file=sys.stderr)
+        return 2
     print(f"upgrading {_redact(url)} to the latest schema")
-    upgrade(url)
+    try:
+        upgrade(url)
+    except Exception as error:  # noqa: BLE001 - say what failed, not a traceback
+        print(f"siyu db upgrade: cannot upgrade {_redact(url)}: {error.__class__.__name__}: "
+              f"{str(error).splitlines()[0] if str(error) else ''}", file=sys.stderr)
+        return 2
     print("database is up to date")
     return 0
+
+
+def _sqlite_directory_problem(url: str) -> str | None:
+    """A SQLite file in a directory that does not exist cannot be created: say so plainly."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    folder = Path(parsed.database).expanduser().resolve().parent
+    if folder.is_dir():
+        return None
+    return (f"the folder {folder} for the SQLite database does not exist: create it "
+            f"(mkdir -p {folder}) or set [storage] url / --url to a path in an existing folder")
 
 
 def _redact(url: str) -> str:

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.clock import Clock
 from bot.pipeline.customer_locks import CustomerLocks
 from bot.pipeline.outcome import Outcome
+from bot.pipeline.saves import SaveOutcomes
 from flows.consent import source_of
 from flows.turn import DecisionActor, Middleware, Next, Turn
 from flows.variables import DEFAULT_NICKNAME
@@ -71,6 +72,7 @@ class Pipeline:
         self._nexts: list[Next] = [partial(self._through, index=i) for i in range(1, len(self._middlewares) + 1)]
         self._locks = CustomerLocks()
         self.stats = PipelineStats()
+        self.saves = SaveOutcomes()  # read by /healthz
         self._store = make_turn_store(sessions, group_commit=group_commit, stats=self.stats, max_batch=max_batch)
         self.max_in_flight = max_in_flight
         self._in_flight = 0
@@ -124,19 +126,25 @@ class Pipeline:
                               source=source_of(inbound))
             try:
                 turn, outgoing = await self._store.save(arrival, partial(self._take, inbound, arrival.now))
+                self.saves.saved()
                 return self._done(turn, outgoing)
-            except IntegrityError:
+            except IntegrityError as error:
                 # Either a retry of a stored delivery, or another process created this
                 # customer first: look again with the row now there.
                 duplicate = await self._duplicate_outcome(inbound)
                 if duplicate is not None:
                     return _Done(duplicate, [])
                 if attempt == _ATTEMPTS:
+                    self.saves.failed(error)
                     raise
             except DBAPIError as error:
                 if not is_retryable(error) or attempt == _ATTEMPTS:
+                    self.saves.failed(error)
                     raise
                 log.info("retrying %s after %s", mask(inbound.user_id), type(error.orig).__name__)
+            except OSError as error:  # the database's file or socket
+                self.saves.failed(error)
+                raise
         raise AssertionError("unreachable")
 
     # ------------------------------------------------------------ inside the turn's transaction

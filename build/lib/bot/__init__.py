@@ -1,0 +1,1 @@
+"""Siyu: a self-hosted private-domain customer bot for WeChat."""

@@ -1,0 +1,1 @@
+"""Channels turn platform input into `Inbound` and send `Reply`s through platform APIs."""

@@ -1,0 +1,1 @@
+"""Where each customer is: lifecycle stages, business events, points, and operator-written flows."""
