@@ -45,6 +45,7 @@ async def test_lone_surrogates_and_nul_in_simulator_text_or_user_are_refused(aio
         '{"user": "amy", "text": "hi", "id": "\\ud800"}',
         '{"user": "amy", "event": "subscribe", "key": "k\\u0000"}',
         '{"user": "amy", "text": NaN}',
+        '{"user": "amy", "event": [-0.0]}', '{"user": "amy", "event": {}}',  # not a name at all
     ]
     for body in bodies:
         response = await server.client.post("/simulator/api/messages", data=body)

@@ -47,7 +47,7 @@ def parse_simulated(data: Any, received_at: datetime) -> Inbound:
     dedup = f"sim:{user}:{message_id}" if message_id else None
     event = data.get("event")
     if event is not None:
-        if event not in _EVENTS:
+        if not isinstance(event, str) or event not in _EVENTS:
             raise BadRequest(f"'event' must be one of {', '.join(sorted(_EVENTS))}")
         key = data.get("key")
         if key is not None and (not isinstance(key, str) or len(key) > MAX_KEY):
