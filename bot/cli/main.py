@@ -215,8 +215,10 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     try:
         upgrade(url)
     except Exception as error:  # noqa: BLE001 - say what failed, not a traceback
-        print(f"siyu db upgrade: cannot upgrade {_redact(url)}: {error.__class__.__name__}: "
-              f"{str(error).splitlines()[0] if str(error) else ''}", file=sys.stderr)
+        from storage.privacy import error_text
+
+        print(f"siyu db upgrade: cannot upgrade {_redact(url)}: {error_text(error).splitlines()[0]}",
+              file=sys.stderr)
         return 2
     print("database is up to date")
     return 0

@@ -14,7 +14,7 @@ from tests.support.fake_wechat_api import FakeWechatApi
 from tests.support.lifecycle import FixedClock
 from tests.support.wechat import WechatServer
 
-API_TOKEN = "hostile-input-token"
+API_TOKEN = "hostile-input-token-0123456789abcdefghij"
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 

@@ -32,9 +32,9 @@ from tests.support.wechat import ACCOUNT, event_xml, sha1_signature, text_xml
 
 SEED = int(os.environ.get("SIYU_FUZZ_SEED", "20261202"))
 # Inputs per endpoint: a few thousand in all, a few tens of seconds on SQLite.
-PER_ENDPOINT = {"wechat_mp plain": 700, "wechat_mp safe": 300, "wechat_mp verify": 150,
-                "simulator post": 700, "simulator poll": 150, "events": 600, "console login": 80,
-                "console json": 400, "healthz/metrics": 60}
+PER_ENDPOINT = {"wechat_mp plain": 500, "wechat_mp safe": 250, "wechat_mp verify": 120,
+                "simulator post": 500, "simulator poll": 120, "events": 500, "console login": 60,
+                "console json": 300, "healthz/metrics": 50}
 
 TEXTS = ["", " ", "\x00", "a\x00b", "\ud800", "x\udfffy", "\ud83d", "²", "١٢٣", "\u202e反转", "😀" * 40,
          "]]>", "<xml>", "&amp;", "&#0;", "&#xd800;", "%00", "' OR 1=1 --", "${jndi:ldap://x}", "../../etc/passwd",
@@ -211,7 +211,7 @@ async def test_hostile_inputs_get_no_5xx_and_leave_nothing_when_refused(aiohttp_
         print("\n" + tally.report())
     assert tally.server_errors == [], tally.server_errors[:5]
     assert tally.stored_when_refused == [], tally.stored_when_refused[:5]
-    assert sum(tally.tried.values()) >= 3000
+    assert sum(tally.tried.values()) >= 2000
 
 
 # ---- per endpoint -------------------------------------------------------------------------------
@@ -231,12 +231,12 @@ FIELDS = ["ToUserName", "FromUserName", "CreateTime", "MsgType", "Content", "Msg
           "Latitude", "PicUrl", "MediaId", "Recognition", "Ticket"]
 WHOLE_XML = [
     "", "<xml>", "</xml>", "<xml></xml>", "not xml at all", "<?xml version='1.0'?><xml/>",
-    '<!DOCTYPE xml [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
-    '<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;"><!ENTITY d "&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;">'
-    '<!ENTITY e "&d;&d;&d;&d;&d;&d;&d;&d;&d;&d;">]><xml><FromUserName>&e;</FromUserName>'
-    "<MsgType>text</MsgType><Content>&e;</Content></xml>",
-    '<!DOCTYPE xml [<!ENTITY x SYSTEM "file:///etc/passwd">]><xml><FromUserName>&x;</FromUserName>'
-    "<MsgType>text</MsgType></xml>",
+    ('<!DOCTYPE xml [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
+     '<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;"><!ENTITY d "&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;">'
+     '<!ENTITY e "&d;&d;&d;&d;&d;&d;&d;&d;&d;&d;">]><xml><FromUserName>&e;</FromUserName>'
+     "<MsgType>text</MsgType><Content>&e;</Content></xml>"),  # an entity bomb
+    ('<!DOCTYPE xml [<!ENTITY x SYSTEM "file:///etc/passwd">]><xml><FromUserName>&x;</FromUserName>'
+     "<MsgType>text</MsgType></xml>"),  # an external entity
     "<xml>" + "<a>" * 5000 + "</a>" * 5000 + "</xml>",
     "<xml><FromUserName>o</FromUserName><FromUserName>p</FromUserName><MsgType>text</MsgType></xml>",
     '<xml a="1"><FromUserName x="y">o</FromUserName><MsgType>text</MsgType><Content>hi</Content></xml>',
