@@ -1,1 +1,0 @@
-"""Siyu: a self-hosted private-domain customer bot for WeChat."""

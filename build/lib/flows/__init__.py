@@ -1,1 +1,0 @@
-"""Where each customer is: lifecycle stages, business events, points, and operator-written flows."""

@@ -1,1 +1,0 @@
-"""Storage: SQLAlchemy models, engine set-up, repositories and Alembic migrations."""

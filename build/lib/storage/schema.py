@@ -1,9 +1,0 @@
-"""Every table of the service: importing this module fills `Base.metadata` completely.
-
-Migrations and tests use it; a new model module is added to the imports below.
-"""
-
-from storage import lifecycle_models, models, staff_models  # noqa: F401
-from storage.models import Base
-
-metadata = Base.metadata
