@@ -214,7 +214,7 @@ async def lifecycle_sweep(sessions: async_sessionmaker[AsyncSession], settings: 
         async with sessions() as session:
             lowest, highest = (await session.execute(select(func.min(Customer.id), func.max(Customer.id)))).one()
         if lowest is not None:
-            progress = _Progress(lowest, highest)
+            progress = _Progress(lowest, highest, _Lease(sessions, "lifecycle", holder, now))
             size = _Size(settings.sweep_batch_size, adaptive=not isinstance(reactions, NoReactions))
             for name, to_stage, reason, condition in _sweep_rules(settings, now):
                 progress.rule = name
@@ -255,21 +255,42 @@ class _Size:
         self.current = max(1, min(self.limit, 8 * self.current, fits))
 
 
-class _Progress:
-    """A line in the log every PROGRESS_LOG_SECONDS of a long sweep: which rule, how far, how many."""
+class _Lease:
+    """The sweep's lease, renewed while it runs: a sweep that gives way to customers can outlast
+    SWEEP_LEASE, and another process must not start a second one meanwhile."""
 
-    def __init__(self, lowest: int, highest: int):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], name: str, holder: str, now: datetime):
+        self.sessions, self.name, self.holder, self.now = sessions, name, holder, now
+        self._loop = asyncio.get_running_loop()
+        self._started = self._loop.time()
+
+    async def renew(self) -> None:
+        running = timedelta(seconds=self._loop.time() - self._started)
+        async with self.sessions() as session, session.begin():
+            await session.execute(
+                update(SweepLock).where(SweepLock.name == self.name, SweepLock.holder == self.holder)
+                .values(locked_until=self.now + running + SWEEP_LEASE)
+                .execution_options(synchronize_session=False))
+
+
+class _Progress:
+    """Every PROGRESS_LOG_SECONDS of a long sweep: a line in the log (which rule, how far, how
+    many) and the lease renewed."""
+
+    def __init__(self, lowest: int, highest: int, lease: _Lease):
         self.lowest, self.highest, self.rule, self.moved = lowest, highest, "", 0
+        self._lease = lease
         self._loop = asyncio.get_running_loop()
         self._logged = self._loop.time()
 
-    def batch_done(self, after: int, moved: int) -> None:
+    async def batch_done(self, after: int, moved: int) -> None:
         self.moved += moved
         if self._loop.time() - self._logged >= PROGRESS_LOG_SECONDS:
             self._logged = self._loop.time()
             done = (after - self.lowest + 1) / max(1, self.highest - self.lowest + 1)
             log.info("lifecycle sweep: rule %s at customer id %d (%.0f%% of ids), %d moved so far",
                      self.rule, after, 100 * min(done, 1.0), self.moved)
+            await self._lease.renew()
 
 
 async def _move_matching(sessions: async_sessionmaker[AsyncSession], condition: ColumnElement[bool],
@@ -301,7 +322,7 @@ async def _move_matching(sessions: async_sessionmaker[AsyncSession], condition: 
         after = taken[-1] if len(taken) == size.current else upper
         moved_total += len(previous)
         size.took(len(previous), reacting)
-        progress.batch_done(after, len(previous))
+        await progress.batch_done(after, len(previous))
         await pacer.pause()  # customers' messages have the loop and the database between batches
     return moved_total
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import timedelta
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
+from flows import lifecycle
 from flows.lifecycle import acquire_sweep_lock, lifecycle_sweep, release_sweep_lock
 from flows.lifecycle_settings import LifecycleSettings
+from flows.reactions import NoReactions
+from storage.lifecycle_models import SweepLock
 from storage.models import Customer, StageChange, Touch
 from tests.support.db import rows
 from tests.support.lifecycle import NOW, RecordingReactions, add_customers, database
@@ -93,3 +97,29 @@ async def test_one_sweep_at_a_time(backend_url):
         # Released after the run: the next sweep may start at once.
         assert await acquire_sweep_lock(db.sessions, "lifecycle", "next", NOW + timedelta(minutes=17))
         await release_sweep_lock(db.sessions, "lifecycle", "next")
+
+
+
+async def test_a_sweep_that_outlasts_its_lease_keeps_it(backend_url, monkeypatch):
+    """A sweep giving way to customers can run longer than SWEEP_LEASE: it renews its lease as it
+    goes, so another process looking at it sees it held past the first lease."""
+    monkeypatch.setattr(lifecycle, "PROGRESS_LOG_SECONDS", 0)  # renew after every batch
+
+    class Slow(NoReactions):
+        async def on_stage_change(self, session, customer, from_stage, to_stage, now):
+            await asyncio.sleep(0.005)  # flows reacting to each moved customer take their time
+
+    async with database(backend_url) as db:
+        await add_customers(db.sessions, [{"external_id": f"gone-{i}", "stage": "use", "subscribed": False}
+                                          for i in range(60)])
+        sweep = asyncio.create_task(lifecycle_sweep(db.sessions, SETTINGS, NOW, Slow()))
+        held_until = []
+        while not sweep.done():
+            async with db.sessions() as session:
+                until = (await session.execute(
+                    select(SweepLock.locked_until).where(SweepLock.name == "lifecycle"))).scalar()
+            if until is not None:
+                held_until.append(until)
+            await asyncio.sleep(0.01)
+        assert (await sweep)["churned"] == 60
+        assert max(held_until) > NOW + lifecycle.SWEEP_LEASE

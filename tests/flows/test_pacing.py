@@ -26,7 +26,7 @@ def rests(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 async def test_a_sweep_that_worked_a_slice_rests_so_its_work_stays_within_its_share(rests):
     pacer = Pacer(share=0.25, slice_seconds=0.01)
-    time.sleep(0.03)  # a batch that held the loop for 30 ms
+    time.sleep(0.03)  # noqa: ASYNC251 - a batch that held the loop for 30 ms
     await pacer.pause()
     assert rests and rests[-1] >= 0.03 * 3  # 25 % work: rest three times as long as it worked
 
