@@ -10,6 +10,7 @@ from aiohttp import web
 from bot.channels.base import Sender
 from bot.channels.simulator.wiring import WIRING as SIMULATOR
 from bot.channels.wechat_mp.wiring import WIRING as WECHAT_MP
+from bot.channels.wecom_kf.wiring import WIRING as WECOM_KF
 from bot.config.settings import Settings
 from bot.outbox.outbox import Outbox
 from bot.pipeline.pipeline import Pipeline
@@ -37,6 +38,7 @@ class ChannelWiring(Protocol):
 CHANNELS: tuple[ChannelWiring, ...] = (
     SIMULATOR,
     WECHAT_MP,
+    WECOM_KF,
 )
 
 

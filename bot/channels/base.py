@@ -27,6 +27,8 @@ class Capabilities:
     push_window: which customer actions open a window for how many pushes (None: pushes need no
     window and are not counted).
     template_fallback: outside the window a service touch may go out as its template message.
+    idempotency_keys: the platform takes our own id per message, so `send` is given one
+    (`idempotency_key`, the same on every retry of that message) and a retry is never delivered twice.
     """
 
     passive_reply: bool = False
@@ -34,6 +36,7 @@ class Capabilities:
     reply_deadline_seconds: float | None = None
     push_window: PushWindow | None = None
     template_fallback: bool = False
+    idempotency_keys: bool = False
 
 
 # ---- what goes out --------------------------------------------------------------------------
@@ -139,6 +142,15 @@ class Sender(Protocol):
         ...
 
     async def send(self, user_id: str, message: OutboundMessage) -> DeliveryResult:
-        """Send one message; every platform answer is a result, never an exception."""
+        """Send one message; every platform answer is a result, never an exception. A sender
+        whose capabilities say `idempotency_keys` also takes `idempotency_key=` (a short
+        [0-9a-zA-Z_-] id)."""
         ...
+
+
+async def send_once(sender: Sender, user_id: str, message: OutboundMessage, key: str) -> DeliveryResult:
+    """`sender.send`, with `key` as the message's idempotency key where the platform takes one."""
+    if sender.capabilities.idempotency_keys:
+        return await sender.send(user_id, message, idempotency_key=key)  # type: ignore[call-arg]
+    return await sender.send(user_id, message)
 

@@ -98,6 +98,60 @@ class WechatMpSettings(Strict):
         return self
 
 
+def _check_aes_key(key: str) -> str:
+    if not key:
+        return key
+    try:
+        raw = base64.b64decode(key + "=", validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(key) != 43 or len(raw) != 32:
+        raise ValueError("encoding_aes_key must be the 43-character EncodingAESKey from the console")
+    return key
+
+
+class KfWelcome(Strict):
+    """The welcome an `enter_session` gets: for a `scene` (the 客服链接's scene), and optionally one
+    `scene_param` of it; the most specific match wins, an entry with neither is the default."""
+
+    scene: str = ""
+    scene_param: str = ""
+    text: str = Field(min_length=1, max_length=600)
+
+
+class WecomKfSettings(Strict):
+    """WeCom Customer Service (微信客服): callback, `sync_msg` pulls, `send_msg` replies."""
+
+    enabled: bool = False
+    path: str = "/wecom/kf"
+    corp_id: str = ""
+    secret: str = ""
+    token: str = ""
+    encoding_aes_key: str = ""
+    api_base_url: str = "https://qyapi.weixin.qq.com"
+    timestamp_tolerance_seconds: int = Field(300, ge=10)
+    max_body_bytes: int = Field(65536, ge=1024)
+    token_refresh_margin_seconds: int = Field(600, ge=60, le=3600)
+    sync_limit: int = Field(1000, ge=1, le=1000)
+    # How long one process holds an account's pull before another may take it over (it renews
+    # the lease after each page, so only a process that died lets it run out).
+    pull_lease_seconds: int = Field(60, ge=10, le=3600)
+    welcome: list[KfWelcome] = []
+
+    @field_validator("encoding_aes_key")
+    @classmethod
+    def _aes_key(cls, key: str) -> str:
+        return _check_aes_key(key)
+
+    @model_validator(mode="after")
+    def _required_when_enabled(self) -> WecomKfSettings:
+        if self.enabled:
+            missing = [name for name in ("corp_id", "secret", "token", "encoding_aes_key") if not getattr(self, name)]
+            if missing:
+                raise ValueError(f"channel is enabled but {', '.join(missing)} is empty")
+        return self
+
+
 class SimulatorSettings(Strict):
     enabled: bool = True
     path: str = "/simulator/"
@@ -109,6 +163,7 @@ class SimulatorSettings(Strict):
 
 class ChannelsSettings(Strict):
     wechat_mp: WechatMpSettings = WechatMpSettings()
+    wecom_kf: WecomKfSettings = WecomKfSettings()
     simulator: SimulatorSettings = SimulatorSettings()
 
 

@@ -45,6 +45,7 @@ from bot.channels.base import (
     OutboundMessage,
     Sender,
     body_message,
+    send_once,
     template_message,
 )
 from bot.clock import Clock
@@ -537,7 +538,7 @@ async def _sent_counts(connection: AsyncConnection, touches: Sequence[ClaimedTou
 
 
 async def _call(sender: Sender, user_id: str, touch: ClaimedTouch, via_template: bool) -> DeliveryResult:
-    return await sender.send(user_id, touch_message(touch, via_template))
+    return await send_once(sender, user_id, touch_message(touch, via_template), f"siyu-t{touch.id}")
 
 
 def touch_message(touch: ClaimedTouch | Touch, via_template: bool) -> OutboundMessage:

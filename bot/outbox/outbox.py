@@ -23,7 +23,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.channels.base import Delivery, DeliveryResult, OutboundMessage, Sender, Text
+from bot.channels.base import Delivery, DeliveryResult, OutboundMessage, Sender, Text, send_once
 from bot.clock import Clock
 from bot.pipeline.outcome import Outcome
 from flows.push_window import window_remaining
@@ -155,7 +155,7 @@ class Outbox:
             return refusal
         assert sender is not None
         try:
-            result = await sender.send(user_id, push.message)
+            result = await send_once(sender, user_id, push.message, f"siyu-m{push.message_id}")
         except Exception as error:  # noqa: BLE001 - record every failure, never lose it silently
             result = DeliveryResult(Delivery.RETRY_LATER, error_text(error))
         async with self._sessions() as session, session.begin():
