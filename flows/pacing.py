@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-BACKGROUND_SHARE = 0.3
+BACKGROUND_SHARE = 0.5
 SLICE_SECONDS = 0.02
 
 
