@@ -1,25 +1,25 @@
 """Async client for the few Official Account API endpoints Siyu calls.
 
 wechatpy's client is synchronous (requests), so it never runs on the event loop; endpoint
-paths and error codes live here and nowhere else.
+paths and error codes live here and nowhere else. The token and the requests are the platform
+client's (bot/channels/platform_api.py), shared with WeCom.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-from datetime import timedelta
 from typing import Any
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.channels.platform_api import SYSTEM_BUSY, PlatformApiError, PlatformUnavailable, TokenApi
 from bot.clock import Clock
-from storage.privacy import error_text, mask, redact
-from storage.tokens import read_token, refresh_token
+from storage.privacy import mask
 
 log = logging.getLogger(__name__)
+
+__all__ = ["SYSTEM_BUSY", "WechatApi", "WechatApiError", "WechatUnavailable"]
 
 TOKEN_PATH = "/cgi-bin/token"
 CUSTOM_SEND_PATH = "/cgi-bin/message/custom/send"
@@ -27,99 +27,30 @@ TEMPLATE_SEND_PATH = "/cgi-bin/message/template/send"
 TOKEN_ERRORS = frozenset({40001, 40014, 42001})  # invalid, malformed or expired access_token
 WINDOW_CLOSED = 45015  # 48-hour window expired, or the customer unfollowed
 QUOTA_USED = 45047  # the window's message quota is used up
-SYSTEM_BUSY = -1  # "system busy, retry later"
 
 
-class WechatApiError(Exception):
-    def __init__(self, errcode: int, errmsg: str, path: str):
-        super().__init__(f"{path}: errcode {errcode}: {redact(errmsg)}")
-        self.errcode = errcode
-        self.errmsg = redact(errmsg)
+class WechatApiError(PlatformApiError):
+    """The Official Account API answered with an error code."""
 
 
-class WechatUnavailable(Exception):
-    """WeChat gave no usable answer (an HTTP error status, no connection, a timeout, not JSON): the
-    same call may well succeed later. Its message names the endpoint's path, never the URL: the
-    query string carries the AppSecret or the access token."""
-
-    def __init__(self, path: str, problem: str):
-        super().__init__(f"{path}: {problem}")
-        self.path = path
+class WechatUnavailable(PlatformUnavailable):
+    """WeChat gave no usable answer; the same call may well succeed later."""
 
 
-class WechatApi:
-    def __init__(
-        self,
-        http: aiohttp.ClientSession,
-        sessions: async_sessionmaker[AsyncSession],
-        clock: Clock,
-        *,
-        base_url: str,
-        app_id: str,
-        app_secret: str,
-        refresh_margin_seconds: int = 600,
-        timeout_seconds: float = 10.0,
-    ):
-        self._http = http
-        self._sessions = sessions
-        self._clock = clock
-        self._base_url = base_url.rstrip("/")
-        self._app_id = app_id
-        self._app_secret = app_secret
-        self._margin = timedelta(seconds=refresh_margin_seconds)
-        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
-        self._token_key = f"wechat_mp:{app_id}"
-        self._token: str | None = None
-        self._expires_at = self._clock.now()
-        self._refreshing = asyncio.Lock()
+class WechatApi(TokenApi):
+    TOKEN_PATH = TOKEN_PATH
+    TOKEN_ERRORS = TOKEN_ERRORS
+    PLATFORM = "Official Account"
+    api_error = WechatApiError
+    unavailable = WechatUnavailable
 
-    async def access_token(self, rejected: str | None = None) -> str:
-        """A valid token, refreshed `refresh_margin_seconds` before it expires.
-
-        While this process is already refreshing, a token that has not expired yet is used as
-        is: nobody waits on the platform for a token they still have.
-        """
-        now = self._clock.now()
-        if self._token and self._token != rejected and self._expires_at - self._margin > now:
-            return self._token
-        if self._refreshing.locked() and self._token and self._token != rejected and self._expires_at > now:
-            return self._token
-        async with self._refreshing:
-            now = self._clock.now()
-            if self._token and self._token != rejected and self._expires_at - self._margin > now:
-                return self._token
-            stored = await read_token(self._sessions, self._token_key)
-            if stored and stored.token and stored.token != rejected and stored.expires_at - self._margin > now:
-                row = stored
-            else:
-                row = await refresh_token(self._sessions, self._token_key, self._fetch_token, now,
-                                          fresh_until=now + self._margin, stale_token=rejected)
-            self._token, self._expires_at = row.token, row.expires_at
-            return row.token
-
-    async def _fetch_token(self) -> tuple[str, int]:
-        params = {"grant_type": "client_credential", "appid": self._app_id, "secret": self._app_secret}
-        data = await self._request("GET", TOKEN_PATH, params=params)
-        log.info("fetched a new access token for %s", self._app_id)
-        return str(data["access_token"]), int(data.get("expires_in", 7200))
-
-    async def call(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """POST with the access token; a rejected token is refreshed once and the call retried."""
-        token = await self.access_token()
-        try:
-            return await self._post(path, token, payload)
-        except WechatApiError as error:
-            if error.errcode not in TOKEN_ERRORS:
-                raise
-            log.warning("access token rejected (%s); refreshing once", error.errcode)
-            token = await self.access_token(rejected=token)
-            return await self._post(path, token, payload)
-
-    async def _post(self, path: str, token: str, payload: dict[str, Any]) -> dict[str, Any]:
-        # Raw UTF-8: WeChat shows \u escapes literally in some message types.
-        body = json.dumps(payload, ensure_ascii=False).encode()
-        return await self._request("POST", path, params={"access_token": token}, data=body,
-                                   headers={"Content-Type": "application/json; charset=utf-8"})
+    def __init__(self, http: aiohttp.ClientSession, sessions: async_sessionmaker[AsyncSession], clock: Clock, *,
+                 base_url: str, app_id: str, app_secret: str, refresh_margin_seconds: int = 600,
+                 timeout_seconds: float = 10.0):
+        super().__init__(http, sessions, clock, base_url=base_url, token_key=f"wechat_mp:{app_id}",
+                         token_params={"grant_type": "client_credential", "appid": app_id, "secret": app_secret},
+                         app=app_id, refresh_margin_seconds=refresh_margin_seconds,
+                         timeout_seconds=timeout_seconds)
 
     async def send_custom(self, openid: str, msgtype: str, content: dict[str, Any]) -> dict[str, Any]:
         """A customer-service message (text, news, image); needs the customer's window to be open."""
@@ -139,27 +70,3 @@ class WechatApi:
         answer = await self.call(TEMPLATE_SEND_PATH, payload)
         log.debug("sent template %s to %s", template_id, mask(openid))
         return answer
-
-    async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        # aiohttp's errors (raise_for_status, a redirect, a bad payload …) quote the request URL with
-        # its credentials: each becomes WechatUnavailable, naming the path alone, and is not chained.
-        try:
-            async with self._http.request(method, self._base_url + path, timeout=self._timeout,
-                                          allow_redirects=False, **kwargs) as response:
-                if not 200 <= response.status < 300:
-                    raise WechatUnavailable(path, f"HTTP {response.status} {response.reason or ''}".rstrip())
-                data: dict[str, Any] = await response.json(content_type=None)
-        except WechatUnavailable:
-            raise
-        except TimeoutError:
-            raise WechatUnavailable(path, f"no answer within {self._timeout.total} s") from None
-        except aiohttp.ClientError as error:
-            raise WechatUnavailable(path, error_text(error)) from None
-        except ValueError:
-            raise WechatUnavailable(path, "the answer is not JSON") from None
-        if not isinstance(data, dict):
-            raise WechatUnavailable(path, "the answer is not a JSON object")
-        errcode = int(data.get("errcode", 0) or 0)
-        if errcode:
-            raise WechatApiError(errcode, str(data.get("errmsg", "")), path)
-        return data
