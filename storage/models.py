@@ -190,6 +190,20 @@ class Event(Base):
     occurred_at: Mapped[datetime]
 
 
+class CallbackNonce(Base):
+    """A signed callback's (timestamp, nonce) while its signature is still accepted: a reuse with
+    another body is a replay (WeChat's plain-mode signature does not cover the body)."""
+
+    __tablename__ = "callback_nonces"
+    __table_args__ = (Index("ix_callback_nonces_expires", "expires_at"),)
+
+    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+    timestamp: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime]
+
+
 class PlatformToken(Base):
     """Access tokens shared by every process: WeChat invalidates the old one on each fetch.
 

@@ -24,6 +24,7 @@ from bot.outbox.outbox import Outbox
 from flows.engine import FlowEngine
 from flows.lifecycle import lifecycle_sweep
 from flows.points import expire_points
+from storage.callback_nonces import forget_expired_nonces
 from storage.workers import worker_id
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ UNCLAIMED_SWEEP_SECONDS = 30
 FLOW_SWEEP_SECONDS = 30
 LIFECYCLE_SWEEP_SECONDS = 600
 POINTS_EXPIRY_SECONDS = 3600
+NONCE_SWEEP_SECONDS = 60
 WORKER_ID = worker_id()
 
 Job = Callable[[], Awaitable[object]]
@@ -111,6 +113,12 @@ def schedule(sweepers: Sweepers, work: SweeperWork) -> None:
 
         # At start too: the first push after a restart should not wait for a token either.
         sweepers.every(TOKEN_REFRESH_SECONDS, "refresh_token", refresh_token, at_start=True)
+
+        async def forget_nonces() -> None:
+            # Wall time, as the callback's timestamp window is: a pair past it can never be accepted.
+            await forget_expired_nonces(work.sessions, datetime.now(UTC))
+
+        sweepers.every(NONCE_SWEEP_SECONDS, "forget_callback_nonces", forget_nonces)
     if settings.staff.enabled:
         async def sweep_unclaimed_chats() -> None:
             # Chats queued past [staff] wait_minutes get one wait message.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,9 +64,11 @@ class WechatServer:
     mode: str = "plain"  # plain | compatible | safe
     crypto: WeChatCrypto = field(default_factory=lambda: WeChatCrypto(TOKEN, AES_KEY, APP_ID))
 
-    def query(self, timestamp: int | None = None, nonce: str = "1320562132", encrypt: str | None = None,
+    def query(self, timestamp: int | None = None, nonce: str | None = None, encrypt: str | None = None,
               openid: str = "") -> dict[str, str]:
+        """A signed query string; like WeChat, a fresh random nonce for every request."""
         ts = str(int(time.time()) if timestamp is None else timestamp)
+        nonce = nonce or str(secrets.randbelow(10**10))
         params = {"signature": sha1_signature(self.token, ts, nonce), "timestamp": ts, "nonce": nonce}
         if openid:
             params["openid"] = openid

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import re
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import xmltodict
@@ -28,6 +28,7 @@ from bot.app.background import BackgroundTasks
 from bot.app.http_body import read_limited
 from bot.app.metrics import Metrics
 from bot.channels.wechat_crypto import CryptoError, MessageCrypto, _cdata, signature_matches
+from bot.channels.wechat_mp.replay import ReplayGuard
 from bot.channels.wechat_mp.sender import CHANNEL
 from bot.clock import Clock
 from bot.config.settings import WechatMpSettings
@@ -50,6 +51,7 @@ _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 FIELD_LIMITS = {"FromUserName": 128, "ToUserName": 128, "MsgId": 32, "MsgID": 32, "CreateTime": 12,
                 "MsgType": 32, "Event": 32, "EventKey": 1024}
 SOURCE_KEY_LIMIT = 128
+MAX_NONCE = 64  # WeChat's are about ten digits; callback_nonces.nonce holds 64
 # wechatpy names a follow through a QR code subscribe_scan
 _SOURCE_EVENTS = {"subscribe", "subscribe_scan", "scan"}
 
@@ -174,8 +176,9 @@ class WechatMpCallback:
     """The aiohttp handlers behind `GET|POST /wechat/mp`."""
 
     def __init__(self, settings: WechatMpSettings, pipeline: Pipeline, outbox: Outbox,
-                 tasks: BackgroundTasks, metrics: Metrics, clock: Clock):
+                 tasks: BackgroundTasks, metrics: Metrics, clock: Clock, replays: ReplayGuard):
         self._settings = settings
+        self._replays = replays
         self._clock = clock
         self._pipeline = pipeline
         self._outbox = outbox
@@ -201,6 +204,8 @@ class WechatMpCallback:
             raise self._reject(web.HTTPForbidden, "missing or bad timestamp")
         if abs(time.time() - int(timestamp)) > self._settings.timestamp_tolerance_seconds:
             raise self._reject(web.HTTPForbidden, "stale timestamp")
+        if not 0 < len(nonce) <= MAX_NONCE:
+            raise self._reject(web.HTTPForbidden, "missing or bad nonce")
         if not signature_matches(query.get("signature", ""), self._settings.token, timestamp, nonce):
             raise self._reject(web.HTTPForbidden, "bad signature")
         return timestamp, nonce
@@ -217,6 +222,9 @@ class WechatMpCallback:
         started = time.monotonic()
         timestamp, nonce = self._check_signature(request)
         body = await self._read_body(request)
+        if await self._replays.is_replay(int(timestamp), nonce, body.encode("utf-8"), datetime.now(UTC)):
+            # The signature is genuine, but it came with another body: someone reuses a captured URL.
+            raise self._reject(web.HTTPForbidden, "replayed signature")
         encrypted = request.query.get("encrypt_type", "raw").lower() == "aes"
         xml = self._decrypt(request, body, timestamp, nonce) if encrypted else body
         try:
