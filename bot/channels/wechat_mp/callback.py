@@ -222,7 +222,15 @@ class WechatMpCallback:
         started = time.monotonic()
         timestamp, nonce = self._check_signature(request)
         body = await self._read_body(request)
-        if await self._replays.is_replay(int(timestamp), nonce, body.encode("utf-8"), datetime.now(UTC)):
+        # A database too slow to take one insert must not hold WeChat's connection past its 5 s: the
+        # callback is refused (503, nothing stored) and WeChat delivers it again.
+        check = self._replays.is_replay(int(timestamp), nonce, body.encode("utf-8"), datetime.now(UTC))
+        try:
+            replayed = await asyncio.wait_for(check, max(self._settings.reply_deadline_seconds
+                                                         - (time.monotonic() - started), 1.0))
+        except TimeoutError:
+            raise self._reject(web.HTTPServiceUnavailable, "replay check timed out") from None
+        if replayed:
             # The signature is genuine, but it came with another body: someone reuses a captured URL.
             raise self._reject(web.HTTPForbidden, "replayed signature")
         encrypted = request.query.get("encrypt_type", "raw").lower() == "aes"
