@@ -1,39 +1,35 @@
-"""Staff accounts and logins: Argon2 password hashes, database-backed sessions, lock-out.
+"""Staff accounts and logins: Argon2 password hashes, database-backed sessions, a throttle.
 
 The session cookie holds a random token; the database keeps only its SHA-256, so a leaked
 database does not log anyone in. Each session has its own CSRF token, sent back by the console
 page in a header on every change.
+
+Wrong passwords slow the next try down instead of locking anyone out: after `max_failed_logins`
+failures from one client address, or for one account name, each further try waits for a delay
+that doubles with every failure (an address up to `lockout_minutes`, a name up to
+`account_backoff_max_seconds`, so nobody can keep a colleague out for long). The throttle is
+checked before any password is hashed, and is the same for names that exist and names that
+do not, as are the message and the cost of a wrong password: nothing tells which names exist.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
+import math
 import secrets
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import delete, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.console.hashing import HASHER, PasswordChecks, verify_hash
 from bot.console.settings import StaffSettings
 from storage.staff_models import LoginAttempt, StaffAccount, StaffSession
 
-_HASHER = PasswordHasher()  # argon2id with the library's (RFC 9106 low-memory) defaults
-
-
-@functools.cache
-def _dummy_hash() -> str:
-    """Verified against unknown names so that a wrong name takes as long as a wrong password.
-
-    Computed on the first login, not at import: hashing takes a noticeable moment, and most
-    processes that import this module (the CLI, tests) never log anyone in.
-    """
-    return _HASHER.hash(secrets.token_urlsafe(16))
 MIN_PASSWORD = 8
 
 
@@ -68,24 +64,24 @@ class AccountError(ValueError):
 
 
 class LoginRefused(Exception):
-    def __init__(self, message: str, locked: bool = False):
+    """`retry_after`: seconds until the throttle takes another try (None for a wrong password)."""
+
+    def __init__(self, message: str, retry_after: int | None = None):
         super().__init__(message)
         self.message = message
-        self.locked = locked
+        self.retry_after = retry_after
+
+
+WRONG = "用户名或密码错误。"
 
 
 async def hash_password(password: str) -> str:
-    return await asyncio.to_thread(_HASHER.hash, password)
+    """For `siyu staff add` (a command, not the service: no shared hasher to wait for)."""
+    return await asyncio.to_thread(HASHER.hash, password)
 
 
 async def _verify(password_hash: str, password: str) -> bool:
-    def check() -> bool:
-        try:
-            return _HASHER.verify(password_hash, password)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            return False
-
-    return await asyncio.to_thread(check)
+    return await asyncio.to_thread(verify_hash, password_hash, password)
 
 
 def token_hash(token: str) -> str:
@@ -111,40 +107,93 @@ async def add_staff(session: AsyncSession, name: str, role: str, password: str, 
     return account
 
 
-async def login(session: AsyncSession, name: str, password: str, remote: str | None, now: datetime,
-                settings: StaffSettings) -> tuple[str, Identity]:
-    """Check a password; on success a new session (token for the cookie, identity). Commit after."""
+def backoff(failures: int, last_failure: datetime | None, now: datetime, settings: StaffSettings,
+            cap_seconds: float) -> float:
+    """Seconds still to wait after `failures` recent failures, the latest at `last_failure` (None:
+    the latest is still being checked, so the wait starts now)."""
+    if failures < settings.max_failed_logins:
+        return 0.0
+    delay = min(settings.login_backoff_seconds * 2 ** (failures - settings.max_failed_logins), cap_seconds)
+    return max(0.0, ((last_failure or now) + timedelta(seconds=delay) - now).total_seconds())
+
+
+async def recent_failures(session: AsyncSession, name: str, remote: str | None, now: datetime,
+                          settings: StaffSettings) -> dict[str, tuple[int, datetime | None]]:
+    """(failures, latest) within `lockout_minutes`, by throttle key: the address, and the name."""
+    since = now - timedelta(minutes=settings.lockout_minutes)
+    failed = (LoginAttempt.success.is_(False), LoginAttempt.attempted_at > since)
+    found: dict[str, tuple[int, datetime | None]] = {}
+    if remote:
+        found[f"address:{remote}"] = tuple((await session.execute(  # type: ignore[assignment]
+            select(func.count(), func.max(LoginAttempt.attempted_at)).where(LoginAttempt.remote == remote, *failed)
+        )).one())
+    # A name's failures count from its last successful login: its owner getting in clears them.
+    succeeded = (await session.execute(select(func.max(LoginAttempt.attempted_at)).where(
+        LoginAttempt.name == name, LoginAttempt.success.is_(True), LoginAttempt.attempted_at > since))).scalar()
+    found[f"name:{name}"] = tuple((await session.execute(  # type: ignore[assignment]
+        select(func.count(), func.max(LoginAttempt.attempted_at))
+        .where(LoginAttempt.name == name, *failed, LoginAttempt.attempted_at > (succeeded or since))
+    )).one())
+    return found
+
+
+def throttle_wait(found: dict[str, tuple[int, datetime | None]], checking: Counter[str], now: datetime,
+                  settings: StaffSettings) -> float:
+    """How long this try must still wait. Tries whose password is being checked count as failures
+    (`checking`), so a burst of parallel tries is throttled before any of them is hashed."""
+    waits = [0.0]
+    for key, (count, last) in found.items():
+        cap = settings.lockout_minutes * 60 if key.startswith("address:") else settings.account_backoff_max_seconds
+        pending = checking[key]
+        waits.append(backoff(count + pending, last if not pending else None, now, settings, cap))
+    return max(waits)
+
+
+async def login(sessions: async_sessionmaker[AsyncSession], checks: PasswordChecks, name: str, password: str,
+                remote: str | None, now: datetime, settings: StaffSettings) -> tuple[str, Identity]:
+    """Check a password; on success a new session (token for the cookie, identity).
+
+    No transaction is open while the password is hashed; the attempt and the session are written
+    after it in one short transaction."""
     name = name.strip()[:64]
-    account = (await session.execute(
-        select(StaffAccount).where(StaffAccount.name == name).with_for_update()
-    )).scalar_one_or_none()
-    if account is not None and account.locked_until is not None and account.locked_until > now:
-        session.add(LoginAttempt(name=name, remote=remote, success=False, attempted_at=now))
-        minutes = max(1, round((account.locked_until - now).total_seconds() / 60))
-        raise LoginRefused(f"登录失败次数过多，账号已锁定，请 {minutes} 分钟后再试。", locked=True)
-    ok = await _verify(account.password_hash if account else await asyncio.to_thread(_dummy_hash), password)
+    async with sessions() as session:
+        found = await recent_failures(session, name, remote, now, settings)
+        account = (await session.execute(select(StaffAccount).where(StaffAccount.name == name))).scalar_one_or_none()
+    # From the throttle's verdict to counting this try as being checked, nothing awaits: parallel
+    # tries in this process each see the ones before them.
+    wait = throttle_wait(found, checks.checking, now, settings)
+    if wait > 0:
+        seconds = math.ceil(wait)
+        raise LoginRefused(f"尝试过于频繁，请 {seconds} 秒后再试。", retry_after=seconds)
+    checks.checking.update(found.keys())
+    try:
+        ok = await checks.verify(account.password_hash if account is not None else None, password)
+    finally:
+        checks.checking.subtract(found.keys())
+        for key in found:
+            if checks.checking[key] <= 0:
+                del checks.checking[key]
     ok = ok and account is not None and account.active
-    session.add(LoginAttempt(name=name, remote=remote, success=ok, attempted_at=now))
-    if not ok or account is None:
-        if account is not None:
-            account.failed_logins += 1
-            if account.failed_logins >= settings.max_failed_logins:
-                account.failed_logins = 0
-                account.locked_until = now + timedelta(minutes=settings.lockout_minutes)
-                raise LoginRefused(f"登录失败次数过多，账号已锁定 {settings.lockout_minutes} 分钟。", locked=True)
-        raise LoginRefused("用户名或密码错误。")
-    account.failed_logins = 0
-    account.locked_until = None
-    account.last_login_at = now
-    if _HASHER.check_needs_rehash(account.password_hash):
-        account.password_hash = await hash_password(password)
-    token = secrets.token_urlsafe(32)
-    csrf = secrets.token_urlsafe(32)
-    session.add(StaffSession(token_hash=token_hash(token), staff_id=account.id, csrf_token=csrf, created_at=now,
-                             expires_at=now + timedelta(hours=settings.session_hours)))
-    # Expired sessions of this person go as they log in again.
-    await session.execute(delete(StaffSession).where(StaffSession.staff_id == account.id,
-                                                     StaffSession.expires_at <= now))
+    rehashed = await checks.hash(password) if ok and account is not None and HASHER.check_needs_rehash(
+        account.password_hash) else None
+    async with sessions() as session, session.begin():
+        session.add(LoginAttempt(name=name, remote=remote, success=ok, attempted_at=now))
+        if not ok or account is None:
+            refused = LoginRefused(WRONG)
+        else:
+            refused = None
+            token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+            values = {"last_login_at": now, "failed_logins": 0, "locked_until": None,
+                      **({"password_hash": rehashed} if rehashed else {})}
+            await session.execute(update(StaffAccount).where(StaffAccount.id == account.id).values(**values))
+            session.add(StaffSession(token_hash=token_hash(token), staff_id=account.id, csrf_token=csrf,
+                                     created_at=now, expires_at=now + timedelta(hours=settings.session_hours)))
+            # Expired sessions of this person go as they log in again.
+            await session.execute(delete(StaffSession).where(StaffSession.staff_id == account.id,
+                                                             StaffSession.expires_at <= now))
+    if refused is not None:
+        raise refused
+    assert account is not None
     return token, Identity(account.id, account.name, account.role, csrf)
 
 

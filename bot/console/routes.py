@@ -25,6 +25,7 @@ from bot.channels.base import Text
 from bot.config.settings import Settings
 from bot.console import auth, views
 from bot.console.auth import Identity, Role
+from bot.console.hashing import HasherBusy, PasswordChecks
 from bot.console.hub import ConsoleHub
 from bot.console.settings import StaffSettings
 from bot.outbox.outbox import Push
@@ -38,6 +39,7 @@ from storage.privacy import mask
 log = logging.getLogger(__name__)
 
 CONSOLE_HUB = web.AppKey("console_hub", ConsoleHub)
+PASSWORD_CHECKS = web.AppKey("password_checks", PasswordChecks)
 SESSION_COOKIE = "siyu_console"
 LOGIN_COOKIE = "siyu_console_login"
 MAX_REPLY = 2000
@@ -51,7 +53,9 @@ Handler = Callable[[web.Request, Identity], Awaitable[web.StreamResponse]]
 def add_console_routes(app: web.Application, settings: StaffSettings) -> None:
     """Routes are fixed before start-up; they reach live objects through `request.app`."""
     app[CONSOLE_HUB] = ConsoleHub()
+    app[PASSWORD_CHECKS] = PasswordChecks(app[keys.METRICS].registry)
     app.on_shutdown.append(_shut_streams)
+    app.on_cleanup.append(_close_hasher)
     base = settings.path.rstrip("/")
     r = app.router
     r.add_get(base, _redirect_to_console)
@@ -145,6 +149,10 @@ async def _redirect_to_console(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound(_base(request))
 
 
+async def _close_hasher(app: web.Application) -> None:
+    app[PASSWORD_CHECKS].close()
+
+
 async def _shut_streams(app: web.Application) -> None:
     await app[CONSOLE_HUB].shut()
 
@@ -177,15 +185,19 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
             or text_problem(password)):
         return await login_page(request, "用户名或密码格式不正确。", status=400)
     now = request.app[keys.CLOCK].now()
-    refused: auth.LoginRefused | None = None
-    async with request.app[keys.SESSIONS]() as session, session.begin():
-        try:
-            token, identity = await auth.login(session, name, password, request.remote, now, _settings(request))
-        except auth.LoginRefused as error:
-            refused = error  # the failed attempt is still committed, for the lock-out
-    if refused is not None:
-        log.info("console login refused for %s", mask(name))
-        return await login_page(request, refused.message, status=429 if refused.locked else 401)
+    try:
+        token, identity = await auth.login(request.app[keys.SESSIONS], request.app[PASSWORD_CHECKS], name, password,
+                                           request.remote, now, _settings(request))
+    except auth.LoginRefused as refused:
+        log.info("console login refused for %s from %s", mask(name), request.remote)
+        if refused.retry_after is None:
+            return await login_page(request, refused.message, status=401)
+        page = await login_page(request, refused.message, status=429)
+        page.headers["Retry-After"] = str(refused.retry_after)
+        return page
+    except HasherBusy:
+        log.warning("console login refused: too many password checks waiting")
+        return await login_page(request, "登录繁忙，请稍后再试。", status=503)
     log.info("console login: %s (%s)", identity.name, identity.role)
     response = web.Response(status=303, headers={"Location": _base(request), **SECURITY_HEADERS})
     _cookie(response, request, SESSION_COOKIE, token, _settings(request).session_hours * 3600,

@@ -107,13 +107,19 @@ class StaffSettings(_Strict):
     wait_text: str = "客服正在忙，您仍在排队中，我们会尽快回复您，感谢耐心等待。"
     off_hours_wait_text: str = "现在是非工作时间，客服将在 {next_open} 上线后回复您。留言我们都会看到。"
     canned_replies: list[CannedReply] = []
-    # Login: sessions, cookies and lock-out.
+    # Login: sessions, cookies and the throttle on wrong passwords.
     # Cookies carry the Secure flag: the console must be served over HTTPS. Set false only to
     # try the console over plain http on your own machine.
     cookie_secure: bool = True
     session_hours: int = Field(12, ge=1, le=720)
+    # Wrong passwords allowed from one client address, and for one account name, before each
+    # further try has to wait; the wait starts at login_backoff_seconds and doubles per failure …
     max_failed_logins: int = Field(5, ge=1, le=100)
+    login_backoff_seconds: float = Field(1.0, gt=0, le=3600)
+    # … up to lockout_minutes for an address (failures are remembered that long) and up to
+    # account_backoff_max_seconds for a name, so nobody can keep a colleague out for long.
     lockout_minutes: int = Field(15, ge=1, le=1440)
+    account_backoff_max_seconds: float = Field(30.0, gt=0, le=3600)
 
     @field_validator("path")
     @classmethod
