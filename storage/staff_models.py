@@ -41,10 +41,12 @@ class StaffSession(Base):
 
 
 class LoginAttempt(Base):
-    """Every login try, for the lock-out and for audits."""
+    """Every login try whose password was checked: for the throttle (by name and by client
+    address) and for audits."""
 
     __tablename__ = "staff_login_attempts"
-    __table_args__ = (Index("ix_staff_login_attempts_name_time", "name", "attempted_at"),)
+    __table_args__ = (Index("ix_staff_login_attempts_name_time", "name", "attempted_at"),
+                      Index("ix_staff_login_attempts_remote_time", "remote", "attempted_at"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(64))
