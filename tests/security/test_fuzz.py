@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import pytest
 import xmltodict
 from sqlalchemy import func, select
@@ -341,7 +342,7 @@ async def _events(hostile: Hostile, send: Any) -> None:
 async def _console(client: Any, url: str, hostile: Hostile, send: Any) -> None:
     rng = hostile.rng
     await create_staff(url, "fuzz-admin", "admin")
-    await create_staff(url, "fuzz-login")  # locked out by the wrong passwords below, as it should be
+    await create_staff(url, "fuzz-login")  # slowed down by the wrong passwords below, as it should be
     for _ in range(PER_ENDPOINT["console login"]):
         page = await (await client.get("/console/login")).text()
         csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
@@ -350,8 +351,14 @@ async def _console(client: Any, url: str, hostile: Hostile, send: Any) -> None:
         body = "&".join(f"{k}={quote(v, errors='surrogatepass')}" for k, v in form.items())
         await send("console login", "POST", "/console/login", check_rows=False, data=body,
                    headers={"Content-Type": "application/x-www-form-urlencoded"})
-    status, _ = await login(client, "fuzz-admin")
-    assert status == 303
+    # The wrong passwords came from this client's address, which now waits (the login throttle):
+    # the admin logs in from another machine, and this client takes over the session cookie.
+    async with aiohttp.ClientSession(base_url=str(client.make_url("/")), cookie_jar=aiohttp.CookieJar(unsafe=True),
+                                     connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))) as admin:
+        status, _ = await login(admin, "fuzz-admin")
+        assert status == 303
+        client.session.cookie_jar.update_cookies({cookie.key: cookie.value for cookie in admin.cookie_jar},
+                                                 response_url=client.make_url("/"))
     csrf = (await (await client.get("/console/api/me")).json())["csrf"]
     # A chat the admin holds, so replies reach the reply itself (a simulated customer: no window).
     await client.post("/simulator/api/messages", json={"user": "fuzz-escalated", "text": "转人工"})
