@@ -74,7 +74,7 @@ class ConsentMiddleware:
         if inbound.kind is InboundKind.UNKNOWN:
             await next(turn)
             return
-        open_window(customer, WindowAction.MESSAGE, turn.now, self._windows.get(customer.channel))
+        open_window(customer, WindowAction.MESSAGE, turn.now, self._rules(turn))
         word = fold(inbound.text) if inbound.kind is InboundKind.TEXT else ""
         if word in UNSUBSCRIBE_WORDS:
             await self._opt_out(turn)
@@ -128,9 +128,17 @@ class ConsentMiddleware:
         if inbound.event is EventKind.UNSUBSCRIBE:
             close_window(customer)
         elif inbound.event in _FOLLOW_EVENTS:
-            open_window(customer, WindowAction.FOLLOW, turn.now, self._windows.get(customer.channel))
+            open_window(customer, WindowAction.FOLLOW, turn.now, self._rules(turn))
         elif inbound.event is EventKind.CLICK:
-            open_window(customer, WindowAction.MENU, turn.now, self._windows.get(customer.channel))
+            open_window(customer, WindowAction.MENU, turn.now, self._rules(turn))
+
+    def _rules(self, turn: Turn) -> PushWindow | None:
+        """The window rules of the customer's channel, when the action happened there: a linked
+        group member writing in a group opens no Official Account window (WeChat counts only
+        what the customer does in the account itself)."""
+        if turn.inbound.channel != turn.customer.channel:
+            return None
+        return self._windows.get(turn.customer.channel)
 
     def _change(self, turn: Turn, *, opt_out: bool, via: str) -> None:
         turn.customer.marketing_opt_out = opt_out

@@ -21,11 +21,14 @@ from flows.stages import STAGES
 from handlers.typed_answers import AnswerKind
 
 EVENTS = ("subscribe", "scan", "order_paid", "order_delivered", "order_refunded", "cart_abandoned",
-          "points_changed", "profile_updated", "store_visit")
+          "points_changed", "profile_updated", "store_visit", "group_join", "group_leave")
 EXIT_ON = (*EVENTS, "reply", "unsubscribe")
 # What message texts may use, besides the answers a flow's own questions save.
 TEXT_VARIABLES = frozenset({"nickname", "points", "points_expiring", "points_expiring_on", "points_recent",
                             "stage", "source", "order.id", "order.amount", "flow"})
+# Text variables that show the customer's own data (a message using one is personal).
+PERSONAL_VARIABLES = frozenset({"points", "points_expiring", "points_expiring_on", "points_recent", "stage",
+                                "order.id", "order.amount"})
 # What conditions may test, besides saved answers.
 CONDITION_NAMES = frozenset({"stage", "source", "tags", "points", "orders_count", "lifetime_spend",
                              "subscribed", "opted_out", "event"})
@@ -158,6 +161,9 @@ class Flow(Strict):
     triggers: list[Trigger] = Field(min_length=1)
     exit_on: list[str] = []
     steps: list[Step] = Field(min_length=1)
+    # Whether its messages carry the customer's own data, so that in a group they go privately.
+    # None: decided from the steps (a question, or a text with {points}, {order.id} …).
+    personal: bool | None = None
 
     @field_validator("reentry")
     @classmethod
@@ -191,8 +197,19 @@ class Flow(Strict):
     def step_ids(self) -> list[str]:
         return [step.id or f"step{index + 1}" for index, step in enumerate(self.steps)]
 
+    @property
+    def is_personal(self) -> bool:
+        """Declared, or: it asks the customer something, or a text shows their own data."""
+        if self.personal is not None:
+            return self.personal
+        texts = [text for step in self.steps for text in (step.text, step.reprompt) if text]
+        return any(step.type == "ask" for step in self.steps) or any(
+            name in PERSONAL_VARIABLES for text in texts for name in _variables(text))
+
     def version(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True, ensure_ascii=False)
+        # Where its answers go in groups is not part of what a customer walks through.
+        definition = self.model_dump(mode="json", by_alias=True, exclude={"personal"})
+        canonical = json.dumps(definition, sort_keys=True, ensure_ascii=False)
         return hashlib.sha1(canonical.encode()).hexdigest()[:16]
 
 
@@ -246,6 +263,13 @@ def flow_problems(flows: list[Flow], intents: list[Any]) -> list[Located]:
         if target and target not in names:
             problems.append((("intents", i, "flow"), f"flow {target!r} is not defined in [[flows]]"))
     return problems
+
+
+def _variables(text: str) -> list[str]:
+    try:
+        return [name for _, name, _, _ in string.Formatter().parse(text) if name]
+    except ValueError:
+        return []
 
 
 def _variable_problem(text: str, known: frozenset[str] | set[str]) -> str | None:

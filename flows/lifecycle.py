@@ -91,7 +91,14 @@ async def evaluate_after_message(session: AsyncSession, customer: Customer, inte
         select(func.count()).select_from(Event)
         .where(Event.customer_id == customer.id, Event.kind == ENGAGEMENT, Event.occurred_at > since)
     )).scalar_one()
-    if engaged < settings.interest_interactions:
+    return await move_if_interested(session, customer, engaged, now, settings, reactions)
+
+
+async def move_if_interested(session: AsyncSession, customer: Customer, engaged: int, now: datetime,
+                             settings: LifecycleSettings, reactions: Reactions) -> bool:
+    """Interest once `engaged` interactions within the window reach the threshold (from contact,
+    or back from churned)."""
+    if engaged < settings.interest_interactions or customer.stage not in (S.CONTACT, S.CHURNED):
         return False
     await record_first_contact(session, customer, "first contact", now, reactions)
     return await move_stage(session, customer, S.INTEREST,

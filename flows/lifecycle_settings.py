@@ -21,7 +21,8 @@ class LifecycleSettings(_Strict):
     engaged_intents: list[str] = ["product_inquiry", "promotion", "points_query", "membership",
                                   "store_info"]
     # … and so do these actions (menu clicks, link views, offline store visits).
-    engaged_actions: list[str] = ["menu_click", "link_view", "store_visit"]
+    # (group_message: a member's first message of the day in a group.)
+    engaged_actions: list[str] = ["menu_click", "link_view", "store_visit", "group_message"]
     # loyalty: K orders within P days, or a lifetime spend of at least S yuan.
     loyalty_orders: int = Field(3, ge=1)
     loyalty_period_days: int = Field(365, ge=1)
@@ -32,6 +33,9 @@ class LifecycleSettings(_Strict):
     at_risk_min_days: int = Field(60, ge=1)
     at_risk_unanswered_touches: int = Field(3, ge=0)  # 0 turns the rule off
     at_risk_stages: list[str] = ["purchase", "use", "loyalty"]
+    # … or this many customer groups left within `at_risk_group_leave_days` (0 turns it off).
+    at_risk_group_leaves: int = Field(1, ge=0)
+    at_risk_group_leave_days: int = Field(30, ge=1)
     # churned: inactive (no message, order, visit) for Y days; or unsubscribed.
     churn_inactive_days: int = Field(180, ge=1)
     churn_on_unsubscribe: bool = True

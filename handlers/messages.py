@@ -50,6 +50,14 @@ class Inbound:
     event_key: str | None = None  # menu key, QR scene (acquisition source), URL
     unionid: str | None = None
     payload: dict[str, Any] = field(default_factory=dict)
+    # The customer record the message belongs to when it is not the sender's own on this channel
+    # (a group member linked by unionid to their Official Account customer): (channel, external id).
+    account: tuple[str, str] | None = None
+
+    @property
+    def customer_key(self) -> tuple[str, str]:
+        """(channel, external id) of the customer whose turn this is."""
+        return self.account or (self.channel, self.user_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from typing import Protocol
 from aiohttp import web
 
 from bot.channels.base import Sender
+from bot.channels.group_gateway.wiring import WIRING as GROUP_GATEWAY
 from bot.channels.simulator.wiring import WIRING as SIMULATOR
 from bot.channels.wechat_mp.wiring import WIRING as WECHAT_MP
 from bot.channels.wecom_kf.wiring import WIRING as WECOM_KF
@@ -39,6 +40,7 @@ CHANNELS: tuple[ChannelWiring, ...] = (
     SIMULATOR,
     WECHAT_MP,
     WECOM_KF,
+    GROUP_GATEWAY,
 )
 
 

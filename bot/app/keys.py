@@ -9,6 +9,7 @@ from bot.app.background import BackgroundTasks
 from bot.app.metrics import Metrics
 from bot.clock import Clock
 from bot.config.settings import Settings
+from bot.groups.services import GroupServices
 from bot.outbox.outbox import Outbox
 from bot.pipeline.pipeline import Pipeline
 
@@ -21,3 +22,4 @@ HTTP = web.AppKey("http", ClientSession)
 TASKS = web.AppKey("tasks", BackgroundTasks)
 PIPELINE = web.AppKey("pipeline", Pipeline)
 OUTBOX = web.AppKey("outbox", Outbox)
+GROUPS = web.AppKey("groups", GroupServices)

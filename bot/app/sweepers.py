@@ -19,6 +19,7 @@ from bot.channels.wechat_mp.api import WechatApi
 from bot.clock import Clock
 from bot.config.settings import Settings
 from bot.console.sweeper import sweep_unclaimed
+from bot.groups.posts import GroupPosts
 from bot.outbox.dispatch import dispatch_due_touches
 from bot.outbox.outbox import Outbox
 from flows.engine import FlowEngine
@@ -35,6 +36,7 @@ FLOW_SWEEP_SECONDS = 30
 LIFECYCLE_SWEEP_SECONDS = 600
 POINTS_EXPIRY_SECONDS = 3600
 NONCE_SWEEP_SECONDS = 60
+GROUP_POSTS_SECONDS = 10  # welcomes the process that gathered them did not send (a restart)
 WORKER_ID = worker_id()
 
 Job = Callable[[], Awaitable[object]]
@@ -52,6 +54,7 @@ class SweeperWork:
     flows: FlowEngine
     wechat_mp: WechatApi | None = None
     notify: Callable[[], Awaitable[None]] | None = None
+    group_posts: GroupPosts | None = None
 
 
 class Sweepers:
@@ -145,6 +148,12 @@ def schedule(sweepers: Sweepers, work: SweeperWork) -> None:
     sweepers.every(FLOW_SWEEP_SECONDS, "advance_flows", advance_flows, at_start=True)
     sweepers.every(LIFECYCLE_SWEEP_SECONDS, "sweep_lifecycle", sweep_lifecycle)
     sweepers.every(POINTS_EXPIRY_SECONDS, "expire_points", expire)
+    posts = work.group_posts
+    if posts is not None and posts.posters:
+        async def send_group_posts() -> None:
+            await posts.send_due()
+
+        sweepers.every(GROUP_POSTS_SECONDS, "send_group_posts", send_group_posts)
 
 
 @asynccontextmanager

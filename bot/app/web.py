@@ -20,6 +20,7 @@ from bot.app.http_headers import set_response_headers
 from bot.app.metrics import Metrics, watch_loop_lag
 from bot.app.services import build_services
 from bot.app.sweepers import SweeperWork, running_sweepers
+from bot.groups.services import build_group_services
 from bot.channels.base import Sender
 from bot.channels.wechat_mp.wiring import WECHAT_MP_API
 from bot.clock import Clock, SystemClock
@@ -87,10 +88,15 @@ async def _message_path(app: web.Application) -> AsyncIterator[None]:
     app[SENDERS] = senders
     app[keys.PIPELINE] = pipeline
     app[keys.OUTBOX] = outbox
+    groups = build_group_services(settings, app[keys.SESSIONS], app[keys.CLOCK], flows, app[keys.TASKS],
+                                  app[keys.METRICS])
+    app[keys.GROUPS] = groups
     for channel in CHANNELS:
         channel.start(app, settings, pipeline, outbox)
     yield
+    groups.posts.close()
     await app[keys.TASKS].drain()
+    await groups.close()
     await pipeline.close()
 
 
@@ -100,7 +106,7 @@ async def _sweepers(app: web.Application) -> AsyncIterator[None]:
     notify = app[CONSOLE_HUB].notify if CONSOLE_HUB in app else None
     work = SweeperWork(settings=app[keys.SETTINGS], sessions=app[keys.SESSIONS], clock=app[keys.CLOCK],
                        outbox=app[keys.OUTBOX], senders=app[SENDERS], flows=app[FLOWS], wechat_mp=mp_api,
-                       notify=notify)
+                       notify=notify, group_posts=app[keys.GROUPS].posts)
     async with running_sweepers(work):
         yield
 

@@ -21,6 +21,7 @@ from bot.app.event_loop import EventLoopName
 from bot.config.secrets import api_token_problem
 from bot.config.toml_lines import index_key_lines, line_of
 from bot.console.settings import StaffSettings
+from bot.groups.settings import GroupGatewaySettings
 from bot.outbox.policy import TouchPolicySettings
 from flows.consent import promised_change
 from flows.definitions import Flow, flow_problems
@@ -165,6 +166,7 @@ class ChannelsSettings(Strict):
     wechat_mp: WechatMpSettings = WechatMpSettings()
     wecom_kf: WecomKfSettings = WecomKfSettings()
     simulator: SimulatorSettings = SimulatorSettings()
+    group_gateway: GroupGatewaySettings = GroupGatewaySettings()
 
 
 class RuleSettings(Strict):

@@ -112,7 +112,7 @@ class Pipeline:
 
     async def _handle_admitted(self, inbound: Inbound) -> Outcome:
         try:
-            async with self._locks.hold((inbound.channel, inbound.user_id)):
+            async with self._locks.hold(inbound.customer_key):
                 done = await self._handle_one(inbound)
                 for work in done.after_commit:
                     await work()
@@ -121,8 +121,9 @@ class Pipeline:
             self._in_flight -= 1
 
     async def _handle_one(self, inbound: Inbound) -> _Done:
+        channel, user_id = inbound.customer_key
         for attempt in range(1, _ATTEMPTS + 1):
-            arrival = Arrival(inbound.channel, inbound.user_id, self._clock.now(), unionid=inbound.unionid,
+            arrival = Arrival(channel, user_id, self._clock.now(), unionid=inbound.unionid,
                               source=source_of(inbound))
             try:
                 turn, outgoing = await self._store.save(arrival, partial(self._take, inbound, arrival.now))

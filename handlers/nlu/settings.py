@@ -51,6 +51,8 @@ class IntentSpec(BaseModel):
     action: Action = Action.REPLY
     reply: str | None = None  # template with variables such as {nickname}
     flow: str | None = None  # the flow to start when action = "flow"
+    # The answer carries the customer's own data (orders, points …): in a group it goes privately.
+    personal: bool = False
 
     @field_validator("name")
     @classmethod
