@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, case, func, or_, select, tuple_, update
+from sqlalchemy import CursorResult, and_, case, func, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.group_models import ChatGroup, GroupDay, GroupEntry, GroupMembership
@@ -130,7 +130,6 @@ async def apply_group_events(session: AsyncSession, arrivals: Sequence[GroupArri
     everyone = {(a.channel, m.id) for a in arrivals for m in a.members}  # a retry's members too
     applied.accounts.update(await member_accounts(session, sorted(everyone)))
     days: dict[int, _Day] = {}
-    await _memberships(session, fresh, groups, own, applied, days, now, today, welcome_due)
     entries = [_arrival_entry(a, groups[(a.channel, a.group_id)].id, own.get((a.channel, a.members[0].id))
                               if a.kind == MESSAGE and a.members else None) for a in fresh]
     for post in posts:
@@ -143,7 +142,9 @@ async def apply_group_events(session: AsyncSession, arrivals: Sequence[GroupArri
         if post.answered:
             days.setdefault(group.id, _Day()).answers += 1
     if entries:
-        await session.execute(GroupEntry.__table__.insert(), entries)
+        await session.execute(insert(GroupEntry), entries)
+    # After the log's entries, so a welcome these joins start comes after them.
+    await _memberships(session, fresh, groups, own, applied, days, now, today, welcome_due)
     for arrival in fresh:
         if arrival.kind == MESSAGE:
             days.setdefault(groups[(arrival.channel, arrival.group_id)].id, _Day()).messages += 1
@@ -156,7 +157,7 @@ async def _fresh(session: AsyncSession, arrivals: Sequence[GroupArrival], applie
     keys = {(a.channel, a.event_id) for a in arrivals}
     stored: set[tuple[str, str]] = set()
     if keys:
-        stored = {(row[0], row[1]) for row in await session.execute(
+        stored = {(str(row[0]), str(row[1])) for row in await session.execute(
             select(GroupEntry.channel, GroupEntry.event_id).where(
                 tuple_(GroupEntry.channel, GroupEntry.event_id).in_(sorted(keys))))}
     fresh, seen = [], set(stored)
@@ -208,7 +209,7 @@ async def _ensure_member_customers(session: AsyncSession, people: dict[tuple[str
                                    sources: dict[tuple[str, str], str], now: datetime,
                                    applied: Applied) -> dict[tuple[str, str], int]:
     """Each member's own customer (created on first contact, with the group as its source); a
-    unionid or name the platform gives is kept when the customer has none."""
+    unionid the platform gives is kept when the customer has none, and their name as it is now."""
     if not people:
         return {}
     dialect = session.get_bind().dialect.name
@@ -239,8 +240,8 @@ async def _ensure_member_customers(session: AsyncSession, people: dict[tuple[str
         values: dict[str, Any] = {}
         if member.unionid and not row.unionid:
             values["unionid"] = member.unionid
-        if member.name and not row.nickname:
-            values["nickname"] = member.name[:128]
+        if member.name and member.name[:128] != row.nickname:
+            values["nickname"] = member.name[:128]  # the name they go by in groups now
         if values and key not in created_ids:
             await session.execute(update(Customer).where(Customer.id == row.id).values(**values)
                                   .execution_options(synchronize_session=False))
@@ -366,11 +367,13 @@ async def _gathering_welcome(session: AsyncSession, group: _Group, due: datetime
         .order_by(GroupEntry.id.desc()).limit(1).with_for_update())).scalar()
     if pending is not None:
         return int(pending)
-    result = await session.execute(GroupEntry.__table__.insert().values(
+    result = await session.execute(insert(GroupEntry).values(
         channel=group.channel, event_id=None, group_id=group.id, kind=WELCOME, direction="out", member_id=None,
         customer_id=None, members=[], text="", addressed=False, delivery=PENDING, attempts=0, due_at=due,
         reason=None, occurred_at=now, payload={}))
-    post_id = int(cast(CursorResult[Any], result).inserted_primary_key[0])
+    (post_id,) = cast(CursorResult[Any], result).inserted_primary_key or (None,)
+    if post_id is None:
+        raise RuntimeError("the database gave the welcome post no id")
     applied.welcomes.append((group.channel, post_id))
     return post_id
 
@@ -410,7 +413,7 @@ async def recent_event_counts(session: AsyncSession, customer_ids: Sequence[int]
         select(Event.customer_id, func.count()).where(Event.customer_id.in_(sorted(set(customer_ids))),
                                                       Event.kind == kind, Event.occurred_at > since)
         .group_by(Event.customer_id))
-    return {int(customer_id): int(count) for customer_id, count in rows}
+    return {int(customer_id): int(count) for customer_id, count in rows if customer_id is not None}
 
 
 async def customer_stages(session: AsyncSession, customer_ids: Sequence[int]) -> dict[int, str]:
@@ -555,4 +558,5 @@ async def group_entries_after(session: AsyncSession, channel: str, group_id: str
 
 
 async def last_entry_id(session: AsyncSession) -> int:
-    return int((await session.execute(select(func.max(GroupEntry.id)))).scalar() or 0)
+    last = (await session.execute(select(func.max(GroupEntry.id)))).scalar()
+    return int(last or 0)

@@ -20,12 +20,12 @@ from bot.app.http_headers import set_response_headers
 from bot.app.metrics import Metrics, watch_loop_lag
 from bot.app.services import build_services
 from bot.app.sweepers import SweeperWork, running_sweepers
-from bot.groups.services import build_group_services
 from bot.channels.base import Sender
 from bot.channels.wechat_mp.wiring import WECHAT_MP_API
 from bot.clock import Clock, SystemClock
 from bot.config.settings import Settings
 from bot.console.routes import CONSOLE_HUB, add_console_routes
+from bot.groups.services import build_group_services
 from bot.outbox.outbox import Outbox
 from flows.engine import FlowEngine
 from storage.db import database_reachable, make_engine, make_sessionmaker

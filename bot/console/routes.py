@@ -24,6 +24,7 @@ from bot.app.http_security import SECURITY_HEADERS
 from bot.channels.base import Text
 from bot.config.settings import Settings
 from bot.console import auth, views
+from bot.console import groups as console_groups
 from bot.console.auth import Identity, Role
 from bot.console.hashing import HasherBusy, PasswordChecks
 from bot.console.hub import ConsoleHub
@@ -75,6 +76,10 @@ def add_console_routes(app: web.Application, settings: StaffSettings) -> None:
     r.add_post(base + "/api/conversations/{id:[0-9]+}/hand-back", requires(Role.STAFF)(hand_back))
     r.add_post(base + "/api/conversations/{id:[0-9]+}/close", requires(Role.STAFF)(close))
     r.add_get(base + "/api/staff", requires(Role.ADMIN)(staff_accounts))
+    r.add_get(base + "/groups", requires(Role.OPERATOR)(groups_page))
+    r.add_get(base + "/groups.js", requires(Role.OPERATOR)(groups_script))
+    r.add_get(base + "/api/groups", requires(Role.OPERATOR)(group_list))
+    r.add_get(base + "/api/groups/{id:\\d+}", requires(Role.OPERATOR)(group))
 
 
 # --- plumbing ---------------------------------------------------------------------------------
@@ -223,6 +228,23 @@ async def console_page(request: web.Request, identity: Identity) -> web.StreamRe
 async def console_script(request: web.Request, identity: Identity) -> web.StreamResponse:
     return web.Response(text=_static("console.js"), content_type="application/javascript",
                         headers=SECURITY_HEADERS)
+
+
+async def groups_page(request: web.Request, identity: Identity) -> web.StreamResponse:
+    return web.Response(text=_static("groups.html"), content_type="text/html", headers=SECURITY_HEADERS)
+
+
+async def groups_script(request: web.Request, identity: Identity) -> web.StreamResponse:
+    return web.Response(text=_static("groups.js"), content_type="application/javascript", headers=SECURITY_HEADERS)
+
+
+async def group_list(request: web.Request, identity: Identity) -> web.StreamResponse:
+    return _json(await console_groups.groups(request))
+
+
+async def group(request: web.Request, identity: Identity) -> web.StreamResponse:
+    found = await console_groups.group(request)
+    return _error(404, "群不存在") if found is None else _json(found)
 
 
 async def me(request: web.Request, identity: Identity) -> web.StreamResponse:

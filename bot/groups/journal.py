@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
@@ -120,8 +120,8 @@ class GroupJournal:
         self._queue.append(waiting)
         if self._writer is None:
             self._writer = asyncio.create_task(self._write(), name="group journal")
-        elif self._gathered is not None and len(self._queue) >= GATHER_TARGET and not self._gathered.done():
-            self._gathered.set_result(None)
+        elif self._gathered is not None and len(self._queue) >= GATHER_TARGET:
+            _settle(self._gathered)
 
     async def _write(self) -> None:
         loop = asyncio.get_running_loop()
@@ -145,7 +145,7 @@ class GroupJournal:
     async def _gather(self) -> None:
         loop = asyncio.get_running_loop()
         gathered = self._gathered = loop.create_future()
-        timer = loop.call_later(GATHER_SECONDS, lambda: gathered.done() or gathered.set_result(None))
+        timer = loop.call_later(GATHER_SECONDS, _settle, gathered)
         try:
             await gathered
         finally:
@@ -225,3 +225,8 @@ class GroupJournal:
             log.warning("group journal: %d bot posts not stored: %s", len(waiting.posts), error)
         elif not waiting.future.done():
             waiting.future.set_exception(error)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -181,6 +181,7 @@ function listen() {
 async function start() {
   const who = await api("api/me");
   me = who.data;
+  $("groups-link").hidden = !me.sees_all;
   $("whoami").textContent = `${me.name}（${{staff: "客服", operator: "运营", admin: "管理员"}[me.role] || me.role}）`;
   canned = (await api("api/canned")).data.canned || [];
   $("claim").addEventListener("click", () => act("claim", "已接入，可以直接回复客户"));

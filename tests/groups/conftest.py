@@ -46,8 +46,11 @@ def group_settings(example: Settings, url: str, api_base_url: str, send_url: str
 @pytest.fixture
 async def group_app(aiohttp_client: Any, fake_api: FakeWechatApi, fake_gateway: FakeGateway,
                     example_settings: Settings, backend_url: str) -> Callable[..., Awaitable[GroupApp]]:
-    async def start(clock: Any = None, **gateway: Any) -> GroupApp:
+    async def start(clock: Any = None, settings_update: Callable[[Settings], Settings] | None = None,
+                    **gateway: Any) -> GroupApp:
         settings = group_settings(example_settings, backend_url, fake_api.base_url, fake_gateway.url, **gateway)
+        if settings_update is not None:
+            settings = settings_update(settings)
         client = await aiohttp_client(create_app(settings, clock=clock))
         return GroupApp(Gateway(client), settings, backend_url)
 

@@ -8,7 +8,7 @@ import time
 from storage.group_models import ChatGroup, GroupDay, GroupEntry, GroupMembership
 from storage.models import Customer, Message
 from tests.support.db import customer_row, rows
-from tests.support.group_gateway import message, membership, settled
+from tests.support.group_gateway import membership, message, settled
 
 HOURS_REPLY = "小王，我们的门店营业时间是每天 10:00–22:00，线上客服 9:00–21:00。"
 

@@ -10,10 +10,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ContentTypeError, web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.channels.group_gateway.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature, signature_matches
+from bot.channels.group_gateway.signing import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    signature,
+    signature_matches,
+)
 
 SECRET = "group-gateway-test-secret"
 GROUP = {"id": "g-100", "name": "门店会员群"}
@@ -86,7 +91,7 @@ class Gateway:
         response = await self.client.post("/group/hook", data=body, headers=signed)
         try:
             return response.status, await response.json()
-        except (ValueError, Exception):
+        except (ValueError, ContentTypeError):
             return response.status, await response.text()
 
     async def say(self, member: str, text: str, *, name: str | None = None, unionid: str | None = None,

@@ -4,7 +4,6 @@ tried again like a touch."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import Sequence
@@ -12,7 +11,16 @@ from typing import Any
 
 import aiohttp
 
-from bot.channels.base import Capabilities, Delivery, DeliveryResult, Image, News, OutboundMessage, Template, Text
+from bot.channels.base import (
+    Capabilities,
+    Delivery,
+    DeliveryResult,
+    Image,
+    News,
+    OutboundMessage,
+    Template,
+    Text,
+)
 from bot.channels.group_gateway.signing import signed_headers
 
 CHANNEL = "group"
@@ -55,7 +63,7 @@ class GatewaySender:
                                        timeout=self._timeout) as response:
                 await response.read()
                 status = response.status
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+        except (TimeoutError, aiohttp.ClientError) as error:
             return DeliveryResult(Delivery.RETRY_LATER, f"{type(error).__name__}: {error}".rstrip(": "))
         if 200 <= status < 300:
             return DeliveryResult.delivered(str(payload["id"]))
