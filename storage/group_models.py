@@ -33,6 +33,7 @@ class ChatGroup(Base):
     external_id: Mapped[str] = mapped_column(String(128))
     name: Mapped[str] = mapped_column(String(128), default="")
     member_count: Mapped[int] = mapped_column(Integer, default=0)  # in the group now
+    welcome_post_id: Mapped[int | None] = mapped_column(BigId)  # its latest welcome (gathering until claimed)
     created_at: Mapped[datetime]
     last_activity_at: Mapped[datetime]
 

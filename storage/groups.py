@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, case, func, insert, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, CursorResult, and_, case, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.group_models import ChatGroup, GroupDay, GroupEntry, GroupMembership
@@ -95,6 +95,7 @@ class _Group:
     channel: str
     external_id: str
     member_count: int
+    welcome_post_id: int | None
 
 
 @dataclass(slots=True)
@@ -105,6 +106,15 @@ class _Day:
     messages: int = 0
     speakers: int = 0
     answers: int = 0
+
+
+def _pairs(first: Any, second: Any, pairs: Iterable[tuple[Any, Any]]) -> ColumnElement[bool]:
+    """`(first, second)` is one of `pairs`, as `first = ? AND second IN (…)` per first value: SQLite
+    searches a two-column index for that, where a row-value IN would scan the whole table."""
+    by_first: dict[Any, list[Any]] = {}
+    for a, b in sorted(set(pairs)):
+        by_first.setdefault(a, []).append(b)
+    return or_(*(and_(first == a, second.in_(bs)) for a, bs in by_first.items()))
 
 
 async def apply_group_events(session: AsyncSession, arrivals: Sequence[GroupArrival], posts: Sequence[GroupPost],
@@ -159,7 +169,7 @@ async def _fresh(session: AsyncSession, arrivals: Sequence[GroupArrival], applie
     if keys:
         stored = {(str(row[0]), str(row[1])) for row in await session.execute(
             select(GroupEntry.channel, GroupEntry.event_id).where(
-                tuple_(GroupEntry.channel, GroupEntry.event_id).in_(sorted(keys))))}
+                _pairs(GroupEntry.channel, GroupEntry.event_id, keys)))}
     fresh, seen = [], set(stored)
     for arrival in arrivals:
         key = (arrival.channel, arrival.event_id)
@@ -182,8 +192,9 @@ async def _ensure_groups(session: AsyncSession, wanted: Iterable[tuple[str, str,
 
     async def existing() -> dict[tuple[str, str], Any]:
         rows = await session.execute(
-            select(ChatGroup.id, ChatGroup.channel, ChatGroup.external_id, ChatGroup.name, ChatGroup.member_count)
-            .where(tuple_(ChatGroup.channel, ChatGroup.external_id).in_(sorted(names))).order_by(ChatGroup.id))
+            select(ChatGroup.id, ChatGroup.channel, ChatGroup.external_id, ChatGroup.name, ChatGroup.member_count,
+                   ChatGroup.welcome_post_id)
+            .where(_pairs(ChatGroup.channel, ChatGroup.external_id, names)).order_by(ChatGroup.id))
         return {(row.channel, row.external_id): row for row in rows}
 
     found = await existing()
@@ -201,7 +212,7 @@ async def _ensure_groups(session: AsyncSession, wanted: Iterable[tuple[str, str,
         if name and name != row.name:
             values["name"] = name
         await session.execute(update(ChatGroup).where(ChatGroup.id == row.id).values(**values))
-        groups[key] = _Group(row.id, key[0], key[1], row.member_count)
+        groups[key] = _Group(row.id, key[0], key[1], row.member_count, row.welcome_post_id)
     return groups
 
 
@@ -217,7 +228,7 @@ async def _ensure_member_customers(session: AsyncSession, people: dict[tuple[str
     async def existing(keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Any]:
         rows = await session.execute(
             select(Customer.id, Customer.channel, Customer.external_id, Customer.unionid, Customer.nickname)
-            .where(tuple_(Customer.channel, Customer.external_id).in_(sorted(keys))))
+            .where(_pairs(Customer.channel, Customer.external_id, keys)))
         return {(row.channel, row.external_id): row for row in rows}
 
     found = await existing(people)
@@ -256,7 +267,7 @@ async def member_accounts(session: AsyncSession,
         return {}
     rows = (await session.execute(
         select(Customer.id, Customer.channel, Customer.external_id, Customer.unionid)
-        .where(tuple_(Customer.channel, Customer.external_id).in_(sorted(set(members)))))).all()
+        .where(_pairs(Customer.channel, Customer.external_id, members)))).all()
     unionids = {row.unionid for row in rows if row.unionid}
     linked: dict[str, Account] = {}
     if unionids:
@@ -289,7 +300,7 @@ async def _memberships(session: AsyncSession, fresh: Sequence[GroupArrival], gro
         return {(row.group_id, row.member_id): row for row in await session.execute(
             select(GroupMembership.id, GroupMembership.group_id, GroupMembership.member_id, GroupMembership.state,
                    GroupMembership.last_spoke_on)
-            .where(tuple_(GroupMembership.group_id, GroupMembership.member_id).in_(keys))
+            .where(_pairs(GroupMembership.group_id, GroupMembership.member_id, keys))
             .order_by(GroupMembership.id).with_for_update())}
 
     rows = await locked()
@@ -360,13 +371,14 @@ async def _memberships(session: AsyncSession, fresh: Sequence[GroupArrival], gro
 
 async def _gathering_welcome(session: AsyncSession, group: _Group, due: datetime, now: datetime,
                              applied: Applied) -> int:
-    """The group's welcome still gathering newcomers, or a new one due at `due`."""
-    pending = (await session.execute(
-        select(GroupEntry.id).where(GroupEntry.group_id == group.id, GroupEntry.kind == WELCOME,
-                                    GroupEntry.delivery == PENDING, GroupEntry.attempts == 0)
-        .order_by(GroupEntry.id.desc()).limit(1).with_for_update())).scalar()
-    if pending is not None:
-        return int(pending)
+    """The group's welcome still gathering newcomers (not claimed yet: locked, so a claim waits for
+    these joins), or a new one due at `due`."""
+    if group.welcome_post_id is not None:
+        pending = (await session.execute(
+            select(GroupEntry.id).where(GroupEntry.id == group.welcome_post_id, GroupEntry.delivery == PENDING,
+                                        GroupEntry.attempts == 0).with_for_update())).scalar()
+        if pending is not None:
+            return int(pending)
     result = await session.execute(insert(GroupEntry).values(
         channel=group.channel, event_id=None, group_id=group.id, kind=WELCOME, direction="out", member_id=None,
         customer_id=None, members=[], text="", addressed=False, delivery=PENDING, attempts=0, due_at=due,
@@ -374,6 +386,8 @@ async def _gathering_welcome(session: AsyncSession, group: _Group, due: datetime
     (post_id,) = cast(CursorResult[Any], result).inserted_primary_key or (None,)
     if post_id is None:
         raise RuntimeError("the database gave the welcome post no id")
+    await session.execute(update(ChatGroup).where(ChatGroup.id == group.id).values(welcome_post_id=post_id))
+    group.welcome_post_id = int(post_id)
     applied.welcomes.append((group.channel, post_id))
     return post_id
 

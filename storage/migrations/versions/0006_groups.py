@@ -24,6 +24,7 @@ def upgrade() -> None:
     sa.Column('external_id', sa.String(length=128), nullable=False),
     sa.Column('name', sa.String(length=128), nullable=False),
     sa.Column('member_count', sa.Integer(), nullable=False),
+    sa.Column('welcome_post_id', BigId, nullable=True),
     sa.Column('created_at', UTCDateTime(), nullable=False),
     sa.Column('last_activity_at', UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
