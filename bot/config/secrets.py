@@ -62,4 +62,9 @@ def secret_problems(settings: Settings) -> list[str]:
             if is_placeholder(value):
                 problems.append(f"[channels.wechat_mp] {name} is the placeholder {value!r}: set it to the value "
                                 "from the Official Account console (设置与开发 → 基本配置)")
+    gateway = settings.channels.group_gateway
+    if gateway.enabled and is_placeholder(gateway.secret):
+        problems.append(f"[channels.group_gateway] secret is the placeholder {gateway.secret!r}: set it (or "
+                        f"GROUP_GATEWAY_SECRET) to a random secret shared with the gateway, e.g. the output of "
+                        f"{MAKE_ONE}")
     return problems

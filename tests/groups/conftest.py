@@ -14,6 +14,8 @@ from tests.conftest import settings_for
 from tests.support.fake_wechat_api import FakeWechatApi
 from tests.support.group_gateway import SECRET, FakeGateway, Gateway
 
+API_TOKEN = "group-tests-events-token-of-32-characters"
+
 
 @pytest.fixture
 async def fake_gateway(aiohttp_server: Any) -> FakeGateway:
@@ -39,6 +41,7 @@ def group_settings(example: Settings, url: str, api_base_url: str, send_url: str
         "enabled": True, "secret": SECRET, "send_url": send_url, "bot_names": ["思语", "思语小助手"],
         "keywords": ["营业时间"], "welcome_gather_seconds": 0.5, **gateway})
     return settings.model_copy(update={
+        "api": settings.api.model_copy(update={"token": API_TOKEN}),
         "channels": settings.channels.model_copy(update={"group_gateway": group_gateway}),
         "staff": settings.staff.model_copy(update={"cookie_secure": False})})
 

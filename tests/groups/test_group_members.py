@@ -13,9 +13,10 @@ from flows.definitions import Flow
 from storage.group_models import ChatGroup, GroupEntry
 from storage.models import Customer, Message, StageChange
 from tests.console.support import create_staff, login
+from tests.groups.conftest import API_TOKEN
 from tests.support.db import customer_row, events, rows
 
-API = {"Authorization": "Bearer change-me"}
+API = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
 class Clock:
