@@ -29,7 +29,13 @@ from flows.lifecycle_settings import LifecycleSettings
 from flows.reactions import Reactions
 from flows.stages import LifecycleStageName as S
 from storage.conversations import log_event
-from storage.groups import Applied, customer_stages, lock_customers, recent_event_counts
+from storage.groups import (
+    Applied,
+    customer_stages,
+    lock_customers,
+    mark_active,
+    recent_event_counts,
+)
 
 GROUP_MESSAGE = "group_message"  # the engaged action of a member's first message of the day
 GROUP_JOINED, GROUP_LEFT = "group_joined", "group_left"
@@ -39,6 +45,8 @@ async def react_to_group_activity(session: AsyncSession, applied: Applied, now: 
                                   settings: LifecycleSettings, reactions: Reactions) -> None:
     for customer in applied.created:
         await record_first_contact(session, customer, f"first contact ({customer.source})", now, reactions)
+    # Speaking (once a day is enough to know) and joining are activity: the churn rule sees it.
+    await mark_active(session, applied.first_today + [i for i, _ in applied.joined], now)
     await _engagement(session, applied.first_today, now, settings, reactions)
     if not (applied.joined or applied.left):
         return

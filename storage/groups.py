@@ -437,6 +437,13 @@ async def customer_stages(session: AsyncSession, customer_ids: Sequence[int]) ->
     return {int(customer_id): stage for customer_id, stage in rows}
 
 
+async def mark_active(session: AsyncSession, customer_ids: Sequence[int], now: datetime) -> None:
+    """The customers did something (spoke in a group, joined one): not inactive, for the churn rule."""
+    if customer_ids:
+        await session.execute(update(Customer).where(Customer.id.in_(sorted(set(customer_ids))))
+                              .values(last_active_at=now).execution_options(synchronize_session=False))
+
+
 async def lock_customers(session: AsyncSession, customer_ids: Sequence[int]) -> list[Customer]:
     """The customers' rows, locked in id order (as every multi-customer writer locks them)."""
     if not customer_ids:

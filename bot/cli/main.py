@@ -77,9 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     chat = commands.add_parser("chat", help="chat with the bot in the terminal (simulator channel)",
                                description="Talk to the bot through the simulator channel. "
-                                           "Type /follow to simulate following, /quit to leave.")
+                                           "Type /follow to simulate following, /quit to leave. With "
+                                           "--group NAME, chat in a simulated customer group instead: "
+                                           "/as NAME speaks as another member, /join NAME … and "
+                                           "/leave NAME … move members in and out.")
     chat.add_argument("--config", help="config file (default: $SIYU_CONFIG or ./config.toml)")
     chat.add_argument("--user", default="terminal", help="the simulated customer's id (default: terminal)")
+    chat.add_argument("--group", metavar="NAME",
+                      help="chat in the simulated group NAME, as --user, with [channels.group_gateway]'s "
+                           "bot names, keywords and welcome")
     chat.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     chat.set_defaults(func=_chat)
 
@@ -192,6 +198,10 @@ def _chat(args: argparse.Namespace) -> int:
     settings = _ready_settings(args.config, "chat")
     if settings is None:
         return 2
+    if args.group:
+        from bot.cli.chat import run_group_chat
+
+        return asyncio.run(run_group_chat(settings, args.group, args.user))
     return asyncio.run(run_chat(settings, args.user))
 
 

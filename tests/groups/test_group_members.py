@@ -94,6 +94,7 @@ async def test_speaking_in_groups_on_several_days_counts_as_interest(group_app):
         assert (await customer_row(app.url, "u-3")).stage == ("interest" if day == 2 else "contact")
         clock.value += timedelta(days=1)
     assert len(await events(app.url, "engagement")) == 3
+    assert (await customer_row(app.url, "u-3")).last_active_at is not None  # chatter keeps them from churning
 
 
 async def test_staff_replies_reach_a_member_privately(group_app, fake_gateway):

@@ -124,12 +124,12 @@ class SimulatorChannel:
             dumps=lambda value: json.dumps(value, ensure_ascii=False), headers=SECURITY_HEADERS,
         )
 
-    async def page(self, request: web.Request) -> web.Response:
-        html = resources.files("bot").joinpath("static/simulator.html").read_text(encoding="utf-8")
+    async def page(self, request: web.Request, name: str = "simulator.html") -> web.Response:
+        html = resources.files("bot").joinpath(f"static/{name}").read_text(encoding="utf-8")
         return web.Response(text=html, content_type="text/html", headers=SECURITY_HEADERS)
 
-    async def script(self, request: web.Request) -> web.Response:
-        code = resources.files("bot").joinpath("static/simulator.js").read_text(encoding="utf-8")
+    async def script(self, request: web.Request, name: str = "simulator.js") -> web.Response:
+        code = resources.files("bot").joinpath(f"static/{name}").read_text(encoding="utf-8")
         return web.Response(text=code, content_type="application/javascript", headers=SECURITY_HEADERS)
 
     async def post_message(self, request: web.Request) -> web.Response:

@@ -11,11 +11,13 @@ from bot.app import keys
 from bot.channels.base import Sender
 from bot.channels.simulator.access import refusal
 from bot.channels.simulator.channel import CHANNEL, SimulatorChannel, SimulatorSender
+from bot.channels.simulator.group_room import SimulatorGroupPoster, SimulatorGroupRoom
 from bot.config.settings import Settings
 from bot.outbox.outbox import Outbox
 from bot.pipeline.pipeline import Pipeline
 
 SIMULATOR = web.AppKey("simulator", SimulatorChannel)
+SIMULATOR_GROUPS = web.AppKey("simulator_groups", SimulatorGroupRoom)
 
 
 class SimulatorWiring:
@@ -32,6 +34,10 @@ class SimulatorWiring:
             app.router.add_get(base, _redirect)
             app.router.add_post(base + "/api/messages", _guarded(_post))
             app.router.add_get(base + "/api/messages", _guarded(_messages))
+            app.router.add_get(base + "/group", _guarded(_group_page))
+            app.router.add_get(base + "/simulator-group.js", _guarded(_group_script))
+            app.router.add_post(base + "/api/group", _guarded(_group_post))
+            app.router.add_get(base + "/api/group", _guarded(_group_entries))
 
     def sender(self, app: web.Application, settings: Settings) -> Sender | None:
         # Always: simulated customers (`siyu chat`, the web chat) get staff replies and touches.
@@ -40,6 +46,10 @@ class SimulatorWiring:
     def start(self, app: web.Application, settings: Settings, pipeline: Pipeline, outbox: Outbox) -> None:
         if settings.channels.simulator.enabled:
             app[SIMULATOR] = SimulatorChannel(pipeline, app[keys.METRICS], app[keys.SESSIONS], app[keys.CLOCK])
+            groups = app[keys.GROUPS]
+            groups.posts.add_poster(CHANNEL, SimulatorGroupPoster())
+            app[SIMULATOR_GROUPS] = SimulatorGroupRoom(groups.room(CHANNEL, pipeline, outbox), app[keys.SESSIONS],
+                                                       app[keys.CLOCK])
 
 
 WIRING = SimulatorWiring()
@@ -74,3 +84,19 @@ async def _messages(request: web.Request) -> web.StreamResponse:
 
 async def _redirect(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound(request.path + "/")
+
+
+async def _group_page(request: web.Request) -> web.StreamResponse:
+    return await request.app[SIMULATOR].page(request, "simulator-group.html")
+
+
+async def _group_script(request: web.Request) -> web.StreamResponse:
+    return await request.app[SIMULATOR].script(request, "simulator-group.js")
+
+
+async def _group_post(request: web.Request) -> web.StreamResponse:
+    return await request.app[SIMULATOR_GROUPS].post_event(request)
+
+
+async def _group_entries(request: web.Request) -> web.StreamResponse:
+    return await request.app[SIMULATOR_GROUPS].entries(request)
