@@ -53,7 +53,8 @@ async def test_the_room_answers_mentions_and_keywords_and_keeps_quiet_otherwise(
     log = await group_log(client)
     assert [(e["kind"], e["direction"]) for e in log][:3] == [("join", "in"), ("message", "in"), ("message", "in")]
     assert next(e["text"] for e in log if e["kind"] == "answer") == hours["replies"][0]["text"]
-    [day] = await rows(backend_url, GroupDay, order=GroupDay.day)
+    # The bot's posts are stored just after its answer went back.
+    [day] = await settled(lambda: rows(backend_url, GroupDay, order=GroupDay.day), lambda found: found[0].answers == 3)
     assert (day.members, day.messages, day.answers) == (2, 4, 3)
     assert (await customer_row(backend_url, "amy")).source == f"group:{GROUP}"
 
@@ -110,13 +111,19 @@ async def test_bad_room_requests_say_what_to_fix(aiohttp_client, example_setting
         assert response.status == 400, body
         assert expected in (await response.json())["error"]
     assert (await client.get("/simulator/api/group")).status == 400
+    # Like the rest of the simulator, the room answers only this machine by default.
+    proxied = await client.post("/simulator/api/group", json={"group": "g", "member": "amy", "text": "hi"},
+                                headers={"X-Forwarded-For": "203.0.113.9"})
+    assert proxied.status == 403
     assert await rows(backend_url, GroupDay, order=GroupDay.day) == []
 
 
 async def test_the_room_page_is_served(aiohttp_client, example_settings, sqlite_url):
     client = await room(aiohttp_client, example_settings, sqlite_url)
     page = await (await client.get("/simulator/group")).text()
-    assert "群聊模拟" in page and "api/group" in page
+    assert "群聊模拟" in page and 'src="simulator-group.js"' in page
+    script = await client.get("/simulator/simulator-group.js")
+    assert script.status == 200 and "api/group" in await script.text()
     assert 'href="group"' in await (await client.get("/simulator/")).text()
 
 

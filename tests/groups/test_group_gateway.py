@@ -36,7 +36,8 @@ async def test_only_mentions_and_keywords_are_answered_and_every_message_is_stor
     inbound = await rows(app.url, GroupEntry, GroupEntry.direction == "in")
     assert len(inbound) == 7
     assert [e.addressed for e in inbound] == [False, False, False, True, False, True, True]
-    [day] = await rows(app.url, GroupDay, order=GroupDay.day)
+    # The bot's posts are stored just after its answer went back.
+    [day] = await settled(lambda: rows(app.url, GroupDay, order=GroupDay.day), lambda found: found[0].answers == 3)
     assert (day.messages, day.speakers, day.answers) == (7, 4, 3)
     # Only the addressed messages reach a member's transcript, with their answer.
     transcript = await rows(app.url, Message, Message.channel == "group")
