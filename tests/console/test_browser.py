@@ -69,3 +69,38 @@ async def test_staff_take_over_a_chat_answer_it_and_hand_it_back(console, fake_a
 
     reply = await app.server.say("o-alice", "你们几点开门？")
     assert reply is not None and reply["Content"] == HOURS_REPLY
+
+
+async def test_operators_see_each_groups_figures_and_recent_messages(console, sqlite_url):
+    from playwright.async_api import async_playwright, expect
+
+    app = await console(clock=Clock(OPEN))
+    for body in ({"type": "join", "members": ["amy", "ben"]}, {"member": "amy", "text": "大家好"},
+                 {"member": "ben", "text": "@思语 几点开门"}):
+        response = await app.client.post("/simulator/api/group", json={"group": "门店会员群", **body})
+        assert response.status == 200
+    await create_staff(sqlite_url, "ops", "operator")
+    base = str(app.client.make_url("/console/"))
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 800})
+            await page.goto(base)
+            await page.fill("#name", "ops")
+            await page.fill("#password", PASSWORD)
+            await page.click("button[type=submit]")
+            await page.click("#groups-link")
+            row = page.locator("#groups tbody tr")
+            await expect(row).to_have_count(1, timeout=5000)
+            # name, members, today's joins, leaves, messages, speakers, answers
+            cells = row.locator("td")
+            await expect(cells.nth(0)).to_have_text("门店会员群")
+            await expect(cells.nth(1)).to_have_text("2")
+            await expect(cells.nth(4)).to_have_text("2")
+            await expect(cells.nth(6)).to_have_text("1")
+            await row.click()
+            await expect(page.locator("#detail-title")).to_have_text("门店会员群（2 人）")
+            await expect(page.locator("#log")).to_contain_text("@思语 几点开门")
+            await expect(page.locator("#log .entry.bot").last).to_contain_text("营业时间")
+        finally:
+            await browser.close()
