@@ -105,12 +105,15 @@ async def test_bad_room_requests_say_what_to_fix(aiohttp_client, example_setting
     cases = [(b"{nope", "invalid JSON"), (b'{"member": "amy", "text": "hi"}', "'group'"),
              (b'{"group": "g", "text": "hi"}', "'member'"), (b'{"group": "g", "member": "amy"}', "'text'"),
              (b'{"group": "g", "type": "join", "members": []}', "'members'"),
-             (b'{"group": "g", "type": "wave", "members": ["a"]}', "'type'")]
+             (b'{"group": "g", "type": "wave", "members": ["a"]}', "'type'"),
+             (b'{"group": "g", "member": "a\\u0000b", "text": "hi"}', "NUL"),
+             (b'{"group": "g", "member": "amy", "text": "\\ud83d"}', "surrogate")]
     for body, expected in cases:
         response = await client.post("/simulator/api/group", data=body)
         assert response.status == 400, body
         assert expected in (await response.json())["error"]
     assert (await client.get("/simulator/api/group")).status == 400
+    assert (await client.get("/simulator/api/group", params={"group": "g", "after": "9" * 30})).status == 400
     # Like the rest of the simulator, the room answers only this machine by default.
     proxied = await client.post("/simulator/api/group", json={"group": "g", "member": "amy", "text": "hi"},
                                 headers={"X-Forwarded-For": "203.0.113.9"})

@@ -125,7 +125,8 @@ async def test_bad_signatures_and_stale_timestamps_are_refused_and_nothing_is_st
 async def test_malformed_oversized_and_wrong_events_are_refused_and_nothing_is_stored(group_app):
     app = await group_app(max_body_bytes=4096)
     for raw, status in [(b"{not json", 400), (b"[1, 2]", 400), (b"\xff\xfe", 400), (b"[" * 3000 + b"]" * 3000, 413),
-                        (b'{"id": "x", "type": "message"}', 400), ("[" * 2000 + "]" * 2000, 400)]:
+                        (b'{"id": "x", "type": "message"}', 400), ("[" * 2000 + "]" * 2000, 400),
+                        (b'{"id": "x", "type": "message", "text": "\\ud800"}', 400), (b'{"id": NaN}', 400)]:
         body = raw.encode() if isinstance(raw, str) else raw
         got, answer = await app.gateway.send(raw=body)
         assert got == status, (raw[:20], answer)
@@ -133,7 +134,8 @@ async def test_malformed_oversized_and_wrong_events_are_refused_and_nothing_is_s
     assert (await app.gateway.send(oversized))[0] == 413
     for wrong in [{**message("u-1", "hi"), "type": "recall"}, {**message("u-1", "hi"), "mentioned": "yes"},
                   {**message("u-1", "hi"), "sender": {"name": "no id"}}, {**message("u-1", "hi"), "sent_at": "soon"},
-                  {**membership("join", []), "members": []}, {**message("u-1", "hi"), "group": "g-100"}]:
+                  {**membership("join", []), "members": []}, {**message("u-1", "hi"), "group": "g-100"},
+                  message("u-1", "a\x00b"), message("u\x00-1", "hi"), {**message("u-1", "hi"), "id": 10**30}]:
         status, body = await app.gateway.send(wrong)
         assert status == 400 and body["error"], wrong
     assert await rows(app.url, GroupEntry) == [] and await rows(app.url, Customer) == []

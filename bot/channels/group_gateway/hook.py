@@ -22,6 +22,7 @@ from bot.groups.journal import JournalOverloaded
 from bot.groups.room import GroupRoom
 from bot.groups.settings import GroupGatewaySettings
 from bot.pipeline.pipeline import PipelineOverloaded
+from handlers.untrusted import BadInput, parse_json
 
 
 def _json(data: object, status: int = 200) -> web.Response:
@@ -53,9 +54,11 @@ class GroupHook:
         if not signature_matches(self._settings.secret, timestamp, body, request.headers.get(SIGNATURE_HEADER, "")):
             return self._refuse(401, "bad signature")
         try:
-            event = parse_event(json.loads(body), self._clock.now())
-        except (ValueError, RecursionError) as error:
-            return self._refuse(400, str(error) if isinstance(error, BadEvent) else "malformed JSON")
+            event = parse_event(parse_json(body), self._clock.now())
+        except BadInput as error:
+            return self._refuse(400, f"malformed JSON: {error}" if not error.where else f"malformed event: {error}")
+        except BadEvent as error:
+            return self._refuse(400, str(error))
         if self._room.overloaded:
             return self._refuse(503, "overloaded")
         try:

@@ -26,6 +26,7 @@ from bot.groups.journal import JournalOverloaded
 from bot.groups.room import GroupRoom
 from bot.pipeline.pipeline import PipelineOverloaded
 from handlers.groups import GroupEvent, GroupEventKind, GroupRef, Member
+from handlers.untrusted import BadInput, id_in_range, parse_json
 from storage.db import read_session
 from storage.groups import PENDING, SENDING, group_entries_after, last_entry_id
 
@@ -94,9 +95,11 @@ class SimulatorGroupRoom:
         if raw is None:
             return _json({"error": f"body larger than {MAX_BODY} bytes"}, 413)
         try:
-            event = parse_group_request(json.loads(raw or b"null"), self._clock.now())
-        except (ValueError, RecursionError) as error:
-            return _json({"error": str(error) if isinstance(error, BadGroupRequest) else f"invalid JSON: {error}"}, 400)
+            event = parse_group_request(parse_json(raw or b"null"), self._clock.now())
+        except BadInput as error:
+            return _json({"error": f"invalid JSON: {error}" if not error.where else str(error)}, 400)
+        except BadGroupRequest as error:
+            return _json({"error": str(error)}, 400)
         try:
             answer = await self._room.handle(event)
         except (JournalOverloaded, PipelineOverloaded):
@@ -109,9 +112,11 @@ class SimulatorGroupRoom:
         cursor to read from (`last_id`)."""
         try:
             group = _name(request.query.get("group"), "group")
-            after = int(request.query["after"]) if "after" in request.query else None
-        except (BadGroupRequest, ValueError) as error:
-            return _json({"error": str(error) if isinstance(error, BadGroupRequest) else "'after' must be an id"}, 400)
+        except BadGroupRequest as error:
+            return _json({"error": str(error)}, 400)
+        after = id_in_range(request.query["after"], minimum=0) if "after" in request.query else None
+        if "after" in request.query and after is None:
+            return _json({"error": "'after' must be an id from this log"}, 400)
         async with read_session(self._sessions) as session:
             if after is None:
                 return _json({"entries": [], "last_id": await last_entry_id(session)})
