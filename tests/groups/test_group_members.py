@@ -123,7 +123,7 @@ async def test_touches_for_a_member_go_privately_through_the_gateway(group_app, 
     await app.gateway.join("u-7")
     [hello] = await fake_gateway.wait_for(1, timeout=20)
     assert hello == {"id": hello["id"], "to": {"user_id": "u-7"}, "text": "u-7，欢迎加入会员群！"}
-    assert hello["id"].startswith("siyu-touch-")
+    assert hello["id"].startswith("siyu-t")
 
 
 def _hello_flow(settings: Settings) -> Settings:
