@@ -1,7 +1,7 @@
 """customer groups: the groups, memberships, what happened in each group, daily figures
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0009
+Revises: 0008
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from alembic import op
 
 from storage.models import BigId, UTCDateTime
 
-revision = '0007'
-down_revision = '0006'
+revision = '0009'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 
